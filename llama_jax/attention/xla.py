@@ -1,0 +1,25 @@
+"""Reference attention: full score matrix, causal + segment mask, GQA without repeating K/V.
+
+Scores and softmax are float32 whatever the input dtype; masked scores use a large finite
+negative so a row that sees nothing gives zeros-weighted garbage instead of NaN.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from llama_jax.attention.masks import MASK_VALUE, attention_mask
+
+
+def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None):
+  """q[B, T, H, D], k/v[B, S, K, D] → [B, T, H, D]. Query t sits at key index q_offset + t."""
+  b, t, h, d = q.shape
+  n_kv = k.shape[2]
+  scale = d ** -0.5 if scale is None else scale
+  qg = q.reshape(b, t, n_kv, h // n_kv, d)  # query head h uses kv head h // (H/K), as HF
+  scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
+  mask = attention_mask(t, k.shape[1], q_segment_ids, kv_segment_ids, q_offset)  # [B|1, T, S]
+  scores = jnp.where(mask[:, None, None], scores, MASK_VALUE)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+  return out.reshape(b, t, h, d).astype(q.dtype)

@@ -1,0 +1,99 @@
+"""The RoPE configuration: one frozen record whose field names are HF's `rope_parameters`.
+
+Using HF's names means an HF `config.json` maps onto this record field for field
+(`RopeConfig.from_hf`). Every field except `rope_type` and `rope_theta` is optional; which
+ones a method needs is declared by the method itself (see `registry.RopeMethod`).
+`max_position_embeddings` is the model's maximum length: HF's `dynamic` method reads it as
+its original length, and the other methods fall back to it when
+`original_max_position_embeddings` is not given (HF's `standardize_rope_params` rule).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+FIELDS = (
+    "rope_type", "rope_theta", "factor", "original_max_position_embeddings",
+    "max_position_embeddings", "beta_fast", "beta_slow", "attention_factor", "mscale",
+    "mscale_all_dim", "truncate", "low_freq_factor", "high_freq_factor", "short_factor",
+    "long_factor",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+  rope_type: str = "default"
+  rope_theta: float = 10000.0
+  factor: float | None = None
+  original_max_position_embeddings: int | None = None
+  max_position_embeddings: int | None = None
+  beta_fast: float | None = None
+  beta_slow: float | None = None
+  attention_factor: float | None = None
+  mscale: float | None = None
+  mscale_all_dim: float | None = None
+  truncate: bool | None = None
+  low_freq_factor: float | None = None
+  high_freq_factor: float | None = None
+  short_factor: tuple[float, ...] | None = None
+  long_factor: tuple[float, ...] | None = None
+
+  def __post_init__(self):
+    # Lists from JSON/ConfigDict become tuples so the record stays hashable (a static jit arg).
+    for name in ("short_factor", "long_factor"):
+      value = getattr(self, name)
+      if value is not None and not isinstance(value, tuple):
+        object.__setattr__(self, name, tuple(float(v) for v in value))
+
+  def replace(self, **changes) -> "RopeConfig":
+    return dataclasses.replace(self, **changes)
+
+  @property
+  def original_length(self) -> int | None:
+    """L, the pre-training context: `original_max_position_embeddings`, else the model maximum."""
+    if self.original_max_position_embeddings is not None:
+      return int(self.original_max_position_embeddings)
+    return None if self.max_position_embeddings is None else int(self.max_position_embeddings)
+
+  def to_dict(self, drop_none: bool = True) -> dict[str, Any]:
+    out = {}
+    for name in FIELDS:
+      value = getattr(self, name)
+      if value is None and drop_none:
+        continue
+      out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "RopeConfig":
+    unknown = sorted(set(d) - set(FIELDS))
+    if unknown:
+      raise ValueError(
+          f"rope config: unknown field(s) {unknown}; allowed fields are {list(FIELDS)}")
+    return cls(**dict(d))
+
+  @classmethod
+  def from_hf(cls, hf_config: Mapping[str, Any]) -> "RopeConfig":
+    """Reads `rope_parameters` (transformers v5) or legacy `rope_scaling` + `rope_theta`."""
+    params = dict(hf_config.get("rope_parameters") or hf_config.get("rope_scaling") or {})
+    if "type" in params and "rope_type" not in params:  # oldest HF spelling
+      params["rope_type"] = params.pop("type")
+    params.setdefault("rope_type", "default")
+    params.setdefault("rope_theta", hf_config.get("rope_theta", 10000.0))
+    if params.get("original_max_position_embeddings") is None and hf_config.get(
+        "original_max_position_embeddings") is not None:
+      params["original_max_position_embeddings"] = hf_config["original_max_position_embeddings"]
+    params["max_position_embeddings"] = hf_config.get("max_position_embeddings")
+    params.pop("partial_rotary_factor", None)
+    known = {k: v for k, v in params.items() if k in FIELDS}
+    unknown = sorted(set(params) - set(FIELDS))
+    if unknown:
+      raise ValueError(
+          f"HF rope parameters {unknown} are not supported by llama_jax; supported: {list(FIELDS)}")
+    return cls(**known)
+
+  def to_hf(self) -> dict[str, Any]:
+    """The `rope_parameters` dict for an HF config.json (without max_position_embeddings)."""
+    d = self.to_dict()
+    d.pop("max_position_embeddings", None)
+    return d

@@ -1,0 +1,106 @@
+"""Registry of RoPE context-extension methods, keyed by `rope_type`.
+
+A method is a `RopeMethod`: which config fields it requires and accepts, a validator for their
+values, and `frequencies(rope, head_dim, seq_len) -> (inv_freq, attention_scaling)`.
+`inv_freq` is float32 `[..., head_dim // 2]` and `attention_scaling` float32 `[...]`, where the
+leading dims are those of `seq_len` (the length each sequence has, i.e. max position + 1). Static
+methods ignore `seq_len`; methods that depend on it set `depends_on_length=True`, which tells the
+KV cache to store keys before rotation and re-rotate them as the length grows (the paper-correct
+behaviour for dynamic scaling).
+
+Adding a method is one new module in this package that calls `register`; the package imports
+every module in it, so nothing else needs editing.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from llama_jax.rope.config import FIELDS, RopeConfig
+
+FrequencyFn = Callable[[RopeConfig, int, jax.Array], tuple[jax.Array, jax.Array]]
+
+# Fields any method may carry without using them: the base, the model's length, and the type.
+_ALWAYS_ALLOWED = ("rope_type", "rope_theta", "max_position_embeddings")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeMethod:
+  name: str
+  frequencies: FrequencyFn
+  required: tuple[str, ...] = ()
+  optional: tuple[str, ...] = ()
+  depends_on_length: bool = False
+  check: Callable[[RopeConfig, int], None] | None = None
+  description: str = ""
+
+
+_METHODS: dict[str, RopeMethod] = {}
+
+
+def register(method: RopeMethod) -> RopeMethod:
+  if method.name in _METHODS:
+    raise ValueError(f"rope_type {method.name!r} is registered twice")
+  for name in method.required + method.optional:
+    if name not in FIELDS:
+      raise ValueError(f"rope method {method.name!r} names unknown field {name!r}")
+  _METHODS[method.name] = method
+  return method
+
+
+def names() -> list[str]:
+  return sorted(_METHODS)
+
+
+def get(rope_type: str) -> RopeMethod:
+  try:
+    return _METHODS[rope_type]
+  except KeyError:
+    raise ValueError(
+        f"rope.rope_type={rope_type!r} is not a known RoPE method; allowed: {names()}") from None
+
+
+def validate(rope: RopeConfig, head_dim: int) -> RopeMethod:
+  """Raises ValueError naming the field, its value and what is allowed; returns the method."""
+  method = get(rope.rope_type)
+  if not (isinstance(rope.rope_theta, (int, float)) and rope.rope_theta > 1):
+    raise ValueError(f"rope.rope_theta={rope.rope_theta!r} must be a number > 1")
+  if head_dim % 2:
+    raise ValueError(f"head_dim={head_dim} must be even for rotary embeddings")
+  for name in method.required:
+    if name == "original_max_position_embeddings":
+      missing = rope.original_length is None
+    else:
+      missing = getattr(rope, name) is None
+    if missing:
+      raise ValueError(
+          f"rope.{name} is required for rope_type={rope.rope_type!r} (it is None); "
+          f"this method needs {list(method.required)}")
+  allowed = set(_ALWAYS_ALLOWED + method.required + method.optional)
+  extra = [f for f in FIELDS if f not in allowed and getattr(rope, f) is not None]
+  if extra:
+    raise ValueError(
+        f"rope fields {extra} are set but rope_type={rope.rope_type!r} does not use them; "
+        f"it accepts {sorted(allowed)}")
+  if rope.factor is not None and not rope.factor > 0:
+    raise ValueError(f"rope.factor={rope.factor!r} must be > 0")
+  if method.check is not None:
+    method.check(rope, head_dim)
+  return method
+
+
+def base_inv_freq(theta: float, head_dim: int) -> jax.Array:
+  """θ_i = b^(-2i/d) in float32, formed as HF forms it (integer arange / d, then the power)."""
+  exponent = jnp.arange(0, head_dim, 2, dtype=jnp.int32).astype(jnp.float32) / head_dim
+  return 1.0 / (jnp.float32(theta) ** exponent)
+
+
+def broadcast(inv_freq: jax.Array, scaling, seq_len: jax.Array):
+  """Gives static results the leading shape of `seq_len`."""
+  lead = jnp.shape(seq_len)
+  inv_freq = jnp.broadcast_to(inv_freq.astype(jnp.float32), lead + inv_freq.shape[-1:])
+  scaling = jnp.broadcast_to(jnp.asarray(scaling, jnp.float32), lead)
+  return inv_freq, scaling

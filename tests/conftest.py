@@ -1,0 +1,21 @@
+"""Test setup: 8 simulated CPU devices, float32, deterministic; shared HF model builders."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+  try:
+    import torch
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+  except ImportError:
+    pass
+  yield
