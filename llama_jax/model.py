@@ -275,7 +275,7 @@ def from_params(cfg: ModelConfig, params: dict, rules: Rules | None = None) -> L
   """A model holding `params` (a nested dict of arrays, as `to_params` returns)."""
   graphdef, state = nnx.split(abstract(cfg, rules))
   expected = {jax.tree_util.keystr(k): tuple(v.shape)
-              for k, v in jax.tree_util.tree_flatten_with_path(state.to_pure_dict())[0]}
+              for k, v in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0]}
   got = {jax.tree_util.keystr(k): tuple(jnp.shape(v))
          for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
   if expected.keys() != got.keys():
@@ -285,11 +285,11 @@ def from_params(cfg: ModelConfig, params: dict, rules: Rules | None = None) -> L
   for name, shape in expected.items():
     if got[name] != shape:
       raise ValueError(f"parameter {name} has shape {got[name]}; the config implies {shape}")
-  state.replace_by_pure_dict(jax.tree.map(lambda x: jnp.asarray(x, jnp.dtype(cfg.param_dtype)),
+  nnx.replace_by_pure_dict(state, jax.tree.map(lambda x: jnp.asarray(x, jnp.dtype(cfg.param_dtype)),
                                           params))
   return nnx.merge(graphdef, state)
 
 
 def to_params(model: Llama) -> dict:
   """The parameters as a nested dict of arrays (paths as in `weights.py`)."""
-  return nnx.state(model, nnx.Param).to_pure_dict()
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
