@@ -220,6 +220,22 @@ class Llama(nnx.Module):
     positions default to 0..T-1 (offset by the cache index when decoding); segment_ids mark
     packed documents (attention never crosses them) and padding (0).
     """
+    x, new_cache = self.features(tokens, positions, segment_ids, cache)
+    logits = jnp.einsum("btd,dv->btv", x, self.head().astype(x.dtype),
+                        preferred_element_type=jnp.float32)
+    logits = constrain(logits, ("act_batch", "act_length", "act_vocab"), self.rules)
+    return logits if cache is None else (logits, new_cache)
+
+  def head(self) -> jax.Array:
+    """The output projection [d_model, vocab] (the embedding's transpose when tied)."""
+    return self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
+
+  def features(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
+    """The final-normed hidden states [B, T, d_model] before the output projection.
+
+    Training uses these with `loss.chunked_cross_entropy`, so the [B, T, vocab] logits of a
+    long sequence never exist at once. Returns (hidden, updated cache or None).
+    """
     cfg = self.cfg
     b, t = tokens.shape
     if positions is None:
@@ -252,14 +268,10 @@ class Llama(nnx.Module):
         x, kv_i = layer(x, xs)
         outs.append(kv_i)
       kv = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
-
     x = self.norm(x)
-    head = self.embed[...].T if cfg.tie_embeddings else self.lm_head[...]
-    logits = jnp.einsum("btd,dv->btv", x, head.astype(dt), preferred_element_type=jnp.float32)
-    logits = constrain(logits, ("act_batch", "act_length", "act_vocab"), self.rules)
-    if cache is None:
-      return logits
-    return logits, new_cache.replace(k=kv[0], v=kv[1])
+    if cache is not None:
+      new_cache = new_cache.replace(k=kv[0], v=kv[1])
+    return x, new_cache
 
 
 def init(cfg: ModelConfig, seed: int = 0, rules: Rules | None = None) -> Llama:
