@@ -363,3 +363,24 @@ def test_a_method_is_one_registered_module():
   import pkgutil
   modules = {m.name for m in pkgutil.iter_modules(rope.__path__)}
   assert set(rope.names()) <= modules
+
+
+def test_yarn_ramp_uses_the_original_length_not_the_extended_one():
+  """Known trap: a fine-tuned 64k model (max_position_embeddings = s·L) must keep L's ramp."""
+  tuned = RopeConfig("yarn", 1e4, factor=16.0, original_max_position_embeddings=4096,
+                     max_position_embeddings=65536)
+  inv, _ = freqs(tuned, 128)
+  want, _ = ref.yarn(1e4, 128, 16.0, 4096)
+  close(inv, want)
+  wrong, _ = ref.yarn(1e4, 128, 16.0, 65536)
+  assert np.max(np.abs(inv / wrong - 1)) > 0.1
+
+
+def test_yarn_is_not_applied_to_positions_as_well():
+  """Known trap: scaling frequencies and dividing positions too. Angles must be m · inv_freq."""
+  cfg = RopeConfig("yarn", 1e4, factor=8.0, original_max_position_embeddings=64)
+  positions = jnp.array([[0, 1, 63, 500]])
+  cos, _ = rope.cos_sin(cfg, 32, positions)
+  inv, att = ref.yarn(1e4, 32, 8.0, 64)
+  ang = np.asarray(positions[0], np.float64)[:, None] * inv[None]
+  np.testing.assert_allclose(np.asarray(cos[0, :, :16]), att * np.cos(ang), atol=1e-4)
