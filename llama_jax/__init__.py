@@ -1,0 +1,30 @@
+"""llama_jax: LLaMA pretraining, RoPE context extension and PEFT in JAX/Flax.
+
+Top-level names are imported on first use, so `import llama_jax` (and importing any submodule)
+stays cheap and never pulls in orbax, safetensors or torch:
+
+  model = llama_jax.load_hf("path/to/hf_llama")   # a Llama; model(input_ids) -> logits
+  llama_jax.Llama, llama_jax.ModelConfig
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "load_hf": "llama_jax.convert",
+    "load_model": "llama_jax.convert",
+    "Llama": "llama_jax.model",
+    "ModelConfig": "llama_jax.model_config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+  raise AttributeError(f"module 'llama_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(list(globals()) + __all__)

@@ -1,0 +1,206 @@
+"""The converted llama_jax checkpoint: what `init_from`, generation and evaluation load.
+
+Format — a directory holding:
+
+  model_config.json   `ModelConfig.to_dict()` as JSON (shapes, RoPE method and parameters, dtypes,
+                      token ids); `ModelConfig.from_dict` reads it back.
+  params/             the parameter tree (the nested dict of `model.to_params`, paths as in
+                      `weights.py`: `embed`, `layers/attention/q`, ..., `lm_head` unless tied),
+                      saved by orbax's PyTree checkpointer (OCDBT). Arrays are stored in the
+                      config's `param_dtype`, layers stacked on the leading axis.
+
+`load_params` restores straight into a tree of shardings (each process reads only its shards,
+so a 65B model never exists as one host copy) or, without shardings, into host NumPy arrays.
+Every write goes through `atomic_directory`: files are written into a hidden temporary
+directory next to the destination and renamed into place only when complete, so a failure
+leaves nothing at the destination and an existing destination is replaced whole or not at all.
+Saving is single-process (conversion is a host job); loading works on any number of processes.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+
+from llama_jax.model_config import DTYPES, ModelConfig
+
+CONFIG_FILE = "model_config.json"
+PARAMS_DIR = "params"
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be read or written; the message names the file/tensor/field."""
+
+
+def np_dtype(name: str) -> np.dtype:
+  """NumPy dtype for a ModelConfig dtype name (bfloat16 via ml_dtypes, which JAX ships)."""
+  if name not in DTYPES:
+    raise CheckpointError(f"dtype={name!r} is not supported; allowed: {list(DTYPES)}")
+  if name == "bfloat16":
+    import ml_dtypes
+    return np.dtype(ml_dtypes.bfloat16)
+  return np.dtype(name)
+
+
+@contextlib.contextmanager
+def atomic_directory(dst: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+  """Yields an empty temporary directory that becomes `dst` when the block exits cleanly.
+
+  On an exception the temporary directory is deleted and `dst` is untouched. With `overwrite`,
+  an existing `dst` is moved aside, the new one renamed in, and only then the old one deleted.
+  """
+  dst = Path(dst).absolute()
+  if dst.exists() and not overwrite:
+    raise CheckpointError(f"destination {dst} already exists; pass overwrite=True (--overwrite) "
+                          "to replace it")
+  if not dst.parent.is_dir():
+    raise CheckpointError(f"destination's parent directory {dst.parent} does not exist")
+  tag = uuid.uuid4().hex[:8]
+  tmp = dst.parent / f".{dst.name}.tmp-{tag}"
+  tmp.mkdir()
+  try:
+    yield tmp
+    if dst.exists():
+      old = dst.parent / f".{dst.name}.old-{tag}"
+      os.rename(dst, old)
+      os.rename(tmp, dst)
+      shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+      os.rename(tmp, dst)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def expected_tree(cfg: ModelConfig) -> dict:
+  """The parameter tree of `cfg` as ShapeDtypeStructs (no memory)."""
+  from flax import nnx
+  from llama_jax import model as model_lib
+  return nnx.to_pure_dict(nnx.state(model_lib.abstract(cfg), nnx.Param))
+
+
+def _flat(tree) -> dict[str, Any]:
+  return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _check_tree(where: str, got: dict[str, tuple], cfg: ModelConfig) -> None:
+  """Raises CheckpointError unless `got` ({path: shape}) has exactly the config's params."""
+  want = {k: tuple(v.shape) for k, v in _flat(expected_tree(cfg)).items()}
+  missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+  if missing or extra:
+    raise CheckpointError(f"{where}: parameters do not match the model config: missing {missing}, "
+                          f"unexpected {extra}")
+  for name, shape in want.items():
+    if tuple(got[name]) != shape:
+      raise CheckpointError(f"{where}: parameter {name} has shape {tuple(got[name])} but the model "
+                            f"config implies {shape}")
+
+
+def _checkpointer():
+  import orbax.checkpoint as ocp
+  return ocp.PyTreeCheckpointer()
+
+
+def save_converted(path: str | os.PathLike, cfg: ModelConfig, params: dict,
+                   overwrite: bool = False) -> Path:
+  """Writes a converted checkpoint (model_config.json + params/) atomically; returns its path.
+
+  `params` leaves may be NumPy arrays (handed to orbax as they are, no extra copy) or jax
+  Arrays; they must have the config's shapes and `param_dtype`.
+  """
+  _check_tree("params to save", {k: np.shape(v) for k, v in _flat(params).items()}, cfg)
+  want = np_dtype(cfg.param_dtype)
+  for name, leaf in _flat(params).items():
+    if np.dtype(leaf.dtype) != want:
+      raise CheckpointError(f"parameter {name} is {np.dtype(leaf.dtype)} but model_config "
+                            f"param_dtype is {cfg.param_dtype}; cast it or change param_dtype")
+  with atomic_directory(path, overwrite) as tmp:
+    (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    with _checkpointer() as ckptr:
+      ckptr.save(tmp / PARAMS_DIR, params)
+  return Path(path)
+
+
+def load_config(path: str | os.PathLike) -> ModelConfig:
+  """The ModelConfig of a converted checkpoint directory."""
+  file = Path(path) / CONFIG_FILE
+  if not file.is_file():
+    raise CheckpointError(
+        f"{file} not found: {path} is not a converted llama_jax checkpoint (make one with "
+        "`python -m llama_jax.convert --from=hf|meta --to=llama_jax --src=... --dst=...`)")
+  try:
+    return ModelConfig.from_dict(json.loads(file.read_text()))
+  except (json.JSONDecodeError, ValueError, TypeError) as e:
+    raise CheckpointError(f"{file}: {e}") from e
+
+
+def _shardings_tree(shardings, abstract: dict) -> dict:
+  """Accepts one Sharding for every leaf, an nnx.State, or a nested dict like the params."""
+  from flax import nnx
+  if isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree.map(lambda _: shardings, abstract)
+  if isinstance(shardings, nnx.State):
+    shardings = nnx.to_pure_dict(shardings)
+  want, got = _flat(abstract), _flat(shardings)
+  if want.keys() != got.keys():
+    raise CheckpointError(f"shardings do not match the parameter tree: missing "
+                          f"{sorted(want.keys() - got.keys())}, unexpected "
+                          f"{sorted(got.keys() - want.keys())}")
+  return shardings
+
+
+def load_params(path: str | os.PathLike, cfg: ModelConfig | None = None, shardings=None) -> dict:
+  """Restores the parameter tree of a converted checkpoint.
+
+  cfg: the config to load for (default: the checkpoint's own). Its `param_dtype` is the dtype
+    of the result (orbax casts while reading); its shapes must match the stored ones.
+  shardings: None → host NumPy arrays; a `jax.sharding.Sharding` for every leaf, or a tree of
+    them shaped like the params (nested dict or nnx.State) → jax Arrays restored directly into
+    those shardings, each process reading only the slices it holds.
+  """
+  import orbax.checkpoint as ocp
+  cfg = cfg or load_config(path)
+  params_dir = Path(path).absolute() / PARAMS_DIR
+  if not params_dir.is_dir():
+    raise CheckpointError(f"{params_dir} not found: the checkpoint has no parameters")
+  with _checkpointer() as ckptr:
+    try:
+      stored = ckptr.metadata(params_dir).item_metadata.tree
+    except Exception as e:  # orbax raises assorted types for unreadable metadata
+      raise CheckpointError(f"{params_dir}: cannot read orbax metadata ({e})") from e
+    _check_tree(str(params_dir), {k: tuple(v.shape) for k, v in _flat(stored).items()}, cfg)
+    abstract = expected_tree(cfg)
+    dtype = np_dtype(cfg.param_dtype)
+    if shardings is None:
+      args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray, dtype=dtype),
+                          abstract)
+    else:
+      args = jax.tree.map(
+          lambda a, s: ocp.ArrayRestoreArgs(sharding=s, global_shape=a.shape, dtype=dtype),
+          abstract, _shardings_tree(shardings, abstract))
+    return ckptr.restore(params_dir, args=ocp.args.PyTreeRestore(restore_args=args))
+
+
+def load_model(path: str | os.PathLike, dtype: str | None = None, **cfg_overrides):
+  """A `Llama` from a converted checkpoint, its parameters restored onto the default device.
+
+  dtype: parameter and compute dtype ('float32', 'bfloat16', 'float16'); default: the
+    checkpoint's. cfg_overrides: other ModelConfig fields that do not change shapes (e.g.
+    attention='chunked', remat='full', scan_layers=False, a different rope=...).
+  """
+  from llama_jax import model as model_lib
+  cfg = load_config(path)
+  if dtype is not None:
+    cfg_overrides = {"param_dtype": dtype, "dtype": dtype, **cfg_overrides}
+  if cfg_overrides:
+    cfg = cfg.replace(**cfg_overrides)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return model_lib.from_params(cfg, load_params(path, cfg, shardings=device))
