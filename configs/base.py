@@ -5,16 +5,50 @@ the dict, so a key that is not defined here is an error. Not a runnable recipe b
 has no data or model size worth training); see `tiny.py`.
 """
 import ml_collections
+from ml_collections import config_dict
 
 from llama_jax.logical_axes import DEFAULT_RULES
 from llama_jax.model_config import PRESETS
 
 
+# Types of the ModelConfig/RopeConfig fields that may be None. A None in a ConfigDict cannot be
+# overridden from the command line, so these become typed placeholders
+# (`--config.model.rope.factor=16` then works on a config whose factor is unset).
+_OPTIONAL_TYPES = {
+    "n_kv_heads": int, "head_dim": int, "factor": float, "original_max_position_embeddings": int,
+    "max_position_embeddings": int, "beta_fast": float, "beta_slow": float,
+    "attention_factor": float, "mscale": float, "mscale_all_dim": float, "truncate": bool,
+    "low_freq_factor": float, "high_freq_factor": float, "short_factor": tuple,
+    "long_factor": tuple,
+}
+
+
+def _with_placeholders(fields: dict) -> dict:
+  out = {}
+  for key, value in fields.items():
+    if isinstance(value, dict):
+      out[key] = _with_placeholders(value)
+    elif value is None and key in _OPTIONAL_TYPES:
+      out[key] = config_dict.placeholder(_OPTIONAL_TYPES[key])
+    elif isinstance(value, list):
+      out[key] = tuple(value)
+    else:
+      out[key] = value
+  return out
+
+
 def model_fields(preset: str = "tiny", **overrides) -> dict:
-  """All ModelConfig fields of a preset as a plain dict, ready for `config.model.update`."""
-  fields = PRESETS[preset].replace(**overrides).to_dict() if overrides else \
-      PRESETS[preset].to_dict()
-  return fields
+  """All ModelConfig fields of a preset (with `overrides`), ready for `config.model.update`.
+
+  `overrides` are ModelConfig fields; `rope=dict(rope_type=..., factor=...)` replaces the
+  preset's RoPE record (fields not given take RopeConfig's defaults).
+  """
+  cfg = PRESETS[preset].replace(**overrides) if overrides else PRESETS[preset]
+  fields = cfg.to_dict()
+  # The RoPE record's max_position_embeddings mirrors the model's; leaving it unset lets
+  # ModelConfig fill it, so `--config.model.max_position_embeddings=...` reaches RoPE too.
+  fields["rope"]["max_position_embeddings"] = None
+  return _with_placeholders(fields)
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -11,9 +11,9 @@ from configs import base
 
 def get_config():
   c = base.get_config()
-  c.model.update(base.model_fields(
+  c.model = base.model_fields(
       "tiny", vocab_size=2048, d_model=256, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=704,
-      max_position_embeddings=256))
+      max_position_embeddings=256)
   c.seq_len = 256
   c.batch_size = 16
   c.steps = 600
