@@ -91,6 +91,11 @@ def _flat(tree) -> dict[str, Any]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
+def check_params(where: str, params: dict, cfg: ModelConfig) -> None:
+  """Raises CheckpointError unless the tree `params` holds exactly the config's shapes."""
+  _check_tree(where, {k: np.shape(v) for k, v in _flat(params).items()}, cfg)
+
+
 def _check_tree(where: str, got: dict[str, tuple], cfg: ModelConfig) -> None:
   """Raises CheckpointError unless `got` ({path: shape}) has exactly the config's params."""
   want = {k: tuple(v.shape) for k, v in _flat(expected_tree(cfg)).items()}
@@ -116,7 +121,7 @@ def save_converted(path: str | os.PathLike, cfg: ModelConfig, params: dict,
   `params` leaves may be NumPy arrays (handed to orbax as they are, no extra copy) or jax
   Arrays; they must have the config's shapes and `param_dtype`.
   """
-  _check_tree("params to save", {k: np.shape(v) for k, v in _flat(params).items()}, cfg)
+  check_params("params to save", params, cfg)
   want = np_dtype(cfg.param_dtype)
   for name, leaf in _flat(params).items():
     if np.dtype(leaf.dtype) != want:

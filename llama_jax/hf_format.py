@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from llama_jax import weights
-from llama_jax.checkpoint_io import CheckpointError, atomic_directory, np_dtype
+from llama_jax.checkpoint_io import CheckpointError, atomic_directory, check_params, np_dtype
 from llama_jax.model_config import ModelConfig
 
 CONFIG = "config.json"
@@ -186,6 +186,7 @@ def write_hf(dst: str | os.PathLike, cfg: ModelConfig, params: dict, dtype: str 
   dtype = dtype or cfg.param_dtype
   if dtype not in _NAMES:
     raise CheckpointError(f"dtype={dtype!r} cannot be written; allowed: {sorted(_NAMES)}")
+  check_params("params to export", params, cfg)
   out_dtype = np_dtype(dtype)
   shapes = weights.expected_hf_shapes(cfg)
   plan = _plan_shards(cfg, dtype, max_shard_bytes)
@@ -201,9 +202,9 @@ def write_hf(dst: str | os.PathLike, cfg: ModelConfig, params: dict, dtype: str 
         f.write(_header(names, shapes, dtype))
         for want in names:
           name, array = next(tensors)
-          if name != want or array.shape != shapes[name]:  # weights.py order changed under us
-            raise CheckpointError(f"internal: expected tensor {want} {shapes[want]}, got {name} "
-                                  f"{array.shape}")
+          if name != want or array.shape != shapes[name]:  # the header is already written
+            raise CheckpointError(f"tensor {name} {array.shape} arrived where the header has "
+                                  f"{want} {shapes[want]}: weights.params_to_hf order changed?")
           f.write(np.ascontiguousarray(array, dtype=out_dtype).reshape(-1).view(np.uint8).data)
           weight_map[name] = file
     if n > 1:
