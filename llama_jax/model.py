@@ -118,10 +118,9 @@ class Attention(nnx.Module):
       new_cache = (k_cache, v_cache)
       k = rope_lib.apply(k_cache, ctx.key_cos, ctx.key_sin) if pre_rope else k_cache
       k, v = k.astype(dt), v_cache.astype(dt)
-    extra = {"block_size": self.block_size} if self.impl == "chunked" else {}
     out = attention_lib.dot_product_attention(
         q, k, v, impl=self.impl, q_segment_ids=ctx.q_segment_ids,
-        kv_segment_ids=ctx.kv_segment_ids, q_offset=ctx.q_offset, **extra)
+        kv_segment_ids=ctx.kv_segment_ids, q_offset=ctx.q_offset, block_size=self.block_size)
     out = checkpoint_name(out, "attention")
     return jnp.einsum("bthk,hkd->btd", out, self.o[...].astype(dt)), new_cache
 

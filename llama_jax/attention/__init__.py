@@ -21,20 +21,31 @@ IMPLEMENTATIONS: dict[str, str] = {
 }
 
 
-def resolve(impl: str) -> str:
-  """Maps `auto` to a concrete kernel for the default backend."""
+def resolve(impl: str, *, packed: bool = False, decoding: bool = False,
+            dtype=None) -> str:
+  """The concrete kernel for `impl` on the default backend and this call's shape of problem.
+
+  Fused kernels only cover full causal self-attention: when decoding against a KV cache they
+  hand over to `chunked`. `auto` takes cuDNN on GPU for unpacked bf16/fp16 training, splash on
+  TPU, and otherwise `chunked` (O(sequence) memory) — `xla` only on CPU, where it is fastest
+  at the short lengths CPUs train on.
+  """
+  backend = jax.default_backend()
+  if impl in ("cudnn", "splash") and decoding:
+    return "chunked"
   if impl != "auto":
     return impl
-  backend = jax.default_backend()
+  if decoding:
+    return "xla" if backend == "cpu" else "chunked"
   if backend == "gpu":
-    return "cudnn"
+    low_precision = dtype is not None and jax.numpy.dtype(dtype).itemsize == 2
+    return "cudnn" if (not packed and low_precision) else "chunked"
   if backend == "tpu":
     return "splash"
   return "xla"
 
 
 def get(impl: str) -> Callable:
-  impl = resolve(impl)
   if impl not in IMPLEMENTATIONS:
     raise ValueError(f"attention={impl!r}; allowed: {sorted(IMPLEMENTATIONS) + ['auto']}")
   module, fn = IMPLEMENTATIONS[impl].split(":")
@@ -43,5 +54,9 @@ def get(impl: str) -> Callable:
 
 def dot_product_attention(q, k, v, *, impl: str = "xla", q_segment_ids=None,
                           kv_segment_ids=None, q_offset=0, **kwargs):
+  decoding = not (isinstance(q_offset, int) and q_offset == 0) or q.shape[1] != k.shape[1]
+  impl = resolve(impl, packed=q_segment_ids is not None, decoding=decoding, dtype=q.dtype)
+  if impl not in ("chunked", "splash"):
+    kwargs.pop("block_size", None)
   return get(impl)(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                    q_offset=q_offset, **kwargs)
