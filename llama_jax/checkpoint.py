@@ -62,12 +62,17 @@ class CheckpointManager:
   """Keeps the last `keep` checkpoints of (train state, data iterator state) in `workdir`."""
 
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True,
-               subdir: str = "checkpoints"):
+               subdir: str = "checkpoints", read_only: bool = False):
+    """`read_only=True` (e.g. reading another run's workdir) never creates, writes or deletes."""
     if not (isinstance(keep, int) and keep >= 1):
       raise ValueError(f"keep_checkpoints={keep!r} must be an integer >= 1")
     self.directory = os.path.abspath(os.path.join(os.fspath(workdir), subdir))
+    self.read_only = read_only
+    if read_only and not os.path.isdir(self.directory):
+      raise FileNotFoundError(f"no checkpoint directory {self.directory}")
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        max_to_keep=None if read_only else keep, create=not read_only,
+        enable_async_checkpointing=async_save, read_only=read_only)
     self._mgr = ocp.CheckpointManager(
         self.directory, options=options, item_names=(STATE, DATA),
         item_handlers={STATE: ocp.StandardCheckpointHandler(),
@@ -91,6 +96,8 @@ class CheckpointManager:
     Returns False (with a log line) when `step` already exists, or when it is not newer than
     the latest checkpoint and `force` is False.
     """
+    if self.read_only:
+      raise PermissionError(f"checkpoint manager for {self.directory} is read-only")
     step = int(step)
     data_state = _check_json(data_state)
     self._quarantine_unreadable()
@@ -199,14 +206,18 @@ class PreemptionGuard:
   SIGINT (Ctrl-C twice) restores the default handler and interrupts immediately. The previous
   handlers are restored on exit. With several processes, `should_stop` is agreed across all of
   them (an all-gather of the local flags), so every process must read it at the same steps.
-  Outside the main thread no handler can be installed; the guard then only reports
-  `request_stop()` calls.
+  `sync_every=n` does that all-gather on every n-th read only (the others return the last
+  agreed value), for loops whose steps are short. Outside the main thread no handler can be
+  installed; the guard then only reports `request_stop()` calls.
   """
 
-  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT), sync_every: int = 1):
+    if sync_every < 1:
+      raise ValueError(f"sync_every={sync_every!r} must be >= 1")
     self._signals = tuple(signals)
     self._previous = {}
     self._flag = threading.Event()
+    self._sync_every, self._reads, self._agreed = sync_every, 0, False
     self.signal_received: int | None = None
 
   def _handle(self, signum, frame):
@@ -231,8 +242,11 @@ class PreemptionGuard:
     local = self._flag.is_set()
     if jax.process_count() == 1:
       return local
-    flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
-    return bool(np.any(flags))
+    self._reads += 1
+    if not self._agreed and self._reads % self._sync_every == 0:
+      flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
+      self._agreed = bool(np.any(flags))
+    return self._agreed
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():

@@ -120,17 +120,17 @@ def test_restore_onto_a_different_mesh(tmp_path):
 
 def test_keep_last_k(tmp_path):
   mesh = mesh_of(data=8)
-  states = save_steps(tmp_path, [1, 2, 3, 4, 5], mesh, keep=2)
+  states = save_steps(tmp_path, [1, 2, 3], mesh, keep=2)
   mgr = checkpoint.CheckpointManager(tmp_path, keep=2)
-  assert mgr.all_steps() == [4, 5]
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "5"]
+  assert mgr.all_steps() == [2, 3]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "3"]
   _, target = make_state(mesh)
-  restored, data_state, step = mgr.restore(target, step=4)
-  assert step == 4 and data_state == {"step": 4, "epoch": 0}
-  assert_bitwise_equal(states[4], restored)
-  with pytest.raises(ValueError, match=r"checkpoint step 2 is not in .*available steps: "
-                     r"\[4, 5\]"):
-    mgr.restore(target, step=2)
+  restored, data_state, step = mgr.restore(target, step=2)
+  assert step == 2 and data_state == {"step": 2, "epoch": 0}
+  assert_bitwise_equal(states[2], restored)
+  with pytest.raises(ValueError, match=r"checkpoint step 1 is not in .*available steps: "
+                     r"\[2, 3\]"):
+    mgr.restore(target, step=1)
 
 
 def test_save_skips_existing_and_older_steps(tmp_path, caplog):
@@ -175,7 +175,7 @@ def corrupt(step_dir, how):
 @pytest.mark.parametrize("how", ["array_bytes", "missing_metadata", "truncated_data_state"])
 def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog, how):
   mesh = mesh_of(data=8)
-  states = save_steps(tmp_path, [10, 20, 30], mesh)
+  states = save_steps(tmp_path, [20, 30], mesh)
   step_dir = tmp_path / "checkpoints" / "30"
   corrupt(step_dir, how)
   files_before = sorted(glob.glob(str(step_dir / "**"), recursive=True))
@@ -189,11 +189,11 @@ def test_corrupt_latest_falls_back_to_previous(tmp_path, caplog, how):
   # Nothing of the user's data was removed by the restore.
   assert sorted(glob.glob(str(step_dir / "**"), recursive=True)) == files_before
   # Training continues from 20: the next save moves the unreadable step aside (kept), so the
-  # new step 30 is written and becomes the latest; keep-K counts only readable steps.
+  # new step 30 is written and becomes the latest.
   new_state, _ = make_state(mesh, seed=99)
   assert mgr.save(30, new_state, {"step": 30, "epoch": 1})
   mgr.wait()
-  assert mgr.all_steps() == [10, 20, 30]
+  assert mgr.all_steps() == [20, 30]
   assert os.path.isdir(tmp_path / "checkpoints" / "30.corrupt")
   restored, data_state, step = checkpoint.CheckpointManager(tmp_path).restore(target)
   assert step == 30 and data_state["epoch"] == 1
@@ -313,3 +313,93 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
       {"w": jax.ShapeDtypeStruct((4,), jnp.float32)})
   assert step == saved_step and data_state == {"step": saved_step}
   np.testing.assert_array_equal(np.asarray(restored["w"]), np.full(4, saved_step, np.float32))
+
+
+def test_read_only_manager(tmp_path):
+  mesh = mesh_of(data=8)
+  states = save_steps(tmp_path, [1, 2], mesh)
+  with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
+    checkpoint.CheckpointManager(tmp_path / "elsewhere", read_only=True)
+  assert not os.path.exists(tmp_path / "elsewhere")
+  mgr = checkpoint.CheckpointManager(tmp_path, keep=1, read_only=True)
+  _, target = make_state(mesh)
+  restored, _, step = mgr.restore(target)
+  assert step == 2
+  assert_bitwise_equal(states[2], restored)
+  with pytest.raises(PermissionError, match="read-only"):
+    mgr.save(3, restored, {})
+  mgr.close()
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]  # keep=1 deleted nothing
+
+
+TWO_PROCESSES = textwrap.dedent("""
+    import os, sys
+    pid, port, workdir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
+    import jax.numpy as jnp, numpy as np
+    from jax.experimental import multihost_utils
+    from llama_jax import checkpoint, sharding
+    from llama_jax.logical_axes import DEFAULT_RULES
+
+    mesh = sharding.make_mesh(dict(data=2, fsdp=4))
+    full = np.arange(16 * 6, dtype=np.int32).reshape(16, 6)
+    # Each process passes only its own rows; the global array must be the whole batch.
+    batch = sharding.global_batch({"tokens": full[8 * pid:8 * (pid + 1)]}, mesh, DEFAULT_RULES)
+    assert batch["tokens"].shape == (16, 6)
+    for shard in batch["tokens"].addressable_shards:
+      assert np.array_equal(np.asarray(shard.data), full[shard.index])
+
+    def state(step):
+      return {"x": batch["tokens"] * step}
+    target = {"x": jax.ShapeDtypeStruct((16, 6), jnp.int32, sharding=batch["tokens"].sharding)}
+    mgr = checkpoint.CheckpointManager(workdir, keep=3)
+    for step in (1, 2):
+      mgr.save(step, state(step), {"step": step})
+    mgr.close()
+    if pid == 0:  # garbage over the array bytes of step 2
+      import glob
+      for f in glob.glob(os.path.join(mgr.directory, "2", "state", "**", "d", "*"),
+                         recursive=True):
+        with open(f, "r+b") as fh:
+          fh.write(bytes([255]) * 16)
+    multihost_utils.sync_global_devices("corrupted")
+    mgr = checkpoint.CheckpointManager(workdir, keep=3)  # as a restarted job does
+    restored, data_state, step = mgr.restore(target)
+    assert (step, data_state) == (1, {"step": 1}), (step, data_state)
+    for shard in restored["x"].addressable_shards:
+      assert np.array_equal(np.asarray(shard.data), full[shard.index])
+    mgr.save(2, state(20), {"step": 20})  # moves the unreadable step 2 aside first
+    mgr.close()
+    restored, data_state, step = checkpoint.CheckpointManager(workdir).restore(target)
+    assert (step, data_state) == (2, {"step": 20}), (step, data_state)
+
+    with checkpoint.PreemptionGuard() as guard:
+      assert not guard.should_stop
+      if pid == 1:
+        guard.request_stop()  # a signal seen by one process only...
+      assert guard.should_stop  # ...stops both at the same step
+    print("ok", pid, flush=True)
+""")
+
+
+def test_two_processes_batch_checkpoint_and_stop(tmp_path):
+  import portpicker
+  port = portpicker.pick_unused_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  procs = [subprocess.Popen([sys.executable, "-c", TWO_PROCESSES, str(i), str(port),
+                             str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      outs.append(p.communicate(timeout=240))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for i, (p, (out, err)) in enumerate(zip(procs, outs)):
+    assert p.returncode == 0 and f"ok {i}" in out, err[-3000:]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2", "2.corrupt"]
