@@ -10,7 +10,8 @@
 - `peak_flops_per_device` returns a datasheet dense peak for known GPUs/TPUs and, on CPU (or an
   unknown accelerator), a measured one: the best of several timed square matmuls (1024 and 2048)
   in the requested dtype, cached per process. It is the achievable matmul rate of this machine,
-  so CPU MFU reads as "fraction of what a plain matmul reaches here".
+  so CPU MFU reads as "fraction of what a plain matmul reaches here"; simulated CPU devices
+  share the host's cores, so each is given an equal share of that rate.
 - `mfu = flops_per_token * tokens_per_sec / (n_devices * peak)`, with `flops_per_token` from
   `ModelConfig.flops_per_token` (training = 3x forward).
 
@@ -202,8 +203,15 @@ def peak_flops_per_device(device=None, dtype="bfloat16") -> tuple[float, str]:
   key = (device.id, name)
   if key not in _MEASURED:
     _MEASURED[key] = measure_matmul_flops(device, name)
-  return _MEASURED[key], (f"measured: best of 3 {name} 1024/2048 square matmuls on "
-                          f"{device.platform}:{device.id} ({device.device_kind})")
+  source = (f"measured: best of 3 {name} 1024/2048 square matmuls on {device.platform}:"
+            f"{device.id} ({device.device_kind})")
+  if device.platform == "cpu":
+    # Simulated CPU devices (--xla_force_host_platform_device_count) share the host's cores,
+    # and one device's matmul already uses all of them: each gets an equal share of the peak.
+    n = len(jax.local_devices(backend="cpu"))
+    if n > 1:
+      return _MEASURED[key] / n, source + f", shared by {n} CPU devices of this host"
+  return _MEASURED[key], source
 
 
 # ------------------------------------------------------------------------------ console
