@@ -31,6 +31,9 @@ MIN_VOCAB_SIZE = 3 + 256 + 1
 # long lines are cut to this many characters (<= 4 bytes each) so that they still count.
 _MAX_LINE_CHARS = 4096
 DEFAULT_TRAIN_CHARS = 5_000_000
+# character_coverage values tried in turn when the vocabulary is too small for every character
+# of the training text (0 = LLaMA's own value; SentencePiece accepts no less than 0.98).
+_COVERAGE_FALLBACKS = (0, 0.9995, 0.999, 0.995, 0.99, 0.98)
 
 # LLaMA's trainer settings (its tokenizer.model's trainer_spec), with a soft vocabulary limit so
 # that a small corpus yields a smaller vocabulary instead of a failure.
@@ -207,7 +210,9 @@ def train_tokenizer(texts_iterable_or_files: Iterable[str | os.PathLike], vocab_
   `texts_iterable_or_files` yields texts (`str`) or files (`pathlib.Path`, read as UTF-8). The
   first `max_chars` characters of non-blank lines are used, in the order given: pass a sample.
   The vocabulary is a soft limit: a corpus too small for `vocab_size` gives a smaller model
-  (check `Tokenizer.vocab_size`).
+  (check `Tokenizer.vocab_size`). A vocabulary too small to give every character of the text
+  its own piece lowers `character_coverage` step by step; the characters left out are encoded
+  as bytes, so round trips stay exact.
   """
   if vocab_size < MIN_VOCAB_SIZE:
     raise DataError(f"tokenizer vocab_size={vocab_size} is too small: byte fallback needs "
@@ -218,15 +223,21 @@ def train_tokenizer(texts_iterable_or_files: Iterable[str | os.PathLike], vocab_
   lines = _training_lines(texts_iterable_or_files, max_chars)
   if not lines:
     raise DataError("train_tokenizer got no text (every document is empty or blank)")
-  model = io.BytesIO()
-  try:
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,
-        num_threads=num_threads or min(os.cpu_count() or 1, 16), minloglevel=2,
-        **LLAMA_TRAINER_SETTINGS)
-  except RuntimeError as e:
-    raise DataError(f"SentencePiece could not train a {vocab_size}-token model on "
-                    f"{len(lines)} lines: {e}") from None
+  settings = dict(LLAMA_TRAINER_SETTINGS)
+  for coverage in _COVERAGE_FALLBACKS:
+    model = io.BytesIO()
+    settings["character_coverage"] = coverage or LLAMA_TRAINER_SETTINGS["character_coverage"]
+    try:
+      spm.SentencePieceTrainer.train(
+          sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,
+          num_threads=num_threads or min(os.cpu_count() or 1, 16), minloglevel=2, **settings)
+      break
+    except RuntimeError as e:
+      # A small vocabulary may not hold one piece per character seen (plus the 259 special and
+      # byte pieces): cover fewer characters; the rare ones are then spelled as bytes.
+      if "required_chars" not in str(e) or coverage == _COVERAGE_FALLBACKS[-1]:
+        raise DataError(f"SentencePiece could not train a {vocab_size}-token model on "
+                        f"{len(lines)} lines: {e}") from None
   model_path = os.path.expanduser(os.fspath(model_path))
   os.makedirs(os.path.dirname(os.path.abspath(model_path)), exist_ok=True)
   # Write next to the destination and rename, so a crash never leaves a truncated model.

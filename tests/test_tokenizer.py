@@ -136,3 +136,15 @@ def test_train_errors_and_atomic_output(tmp_path):
   small = tokenizer_lib.train_tokenizer(["abc abd abe\n" * 20], 2000, out)
   assert 259 < small.vocab_size < 2000 and out.exists()
   assert os.listdir(tmp_path) == ["t.model"]
+
+
+def test_small_vocab_with_many_characters_falls_back_to_bytes(tmp_path):
+  """More distinct characters than a small vocabulary holds: the rare ones become bytes."""
+  rare = "".join(chr(0x4E00 + i) for i in range(300))  # 300 distinct CJK ideographs, once each
+  common = (STDLIB / "textwrap.py").read_text(encoding="utf-8")[:40000]
+  text = common + "\n" + " ".join(rare[i:i + 6] for i in range(0, 300, 6)) + "\n"
+  tok = tokenizer_lib.train_tokenizer([text], 400, tmp_path / "t.model")
+  assert tok.vocab_size <= 400
+  ids = tok.encode(text, bos=False)
+  assert tok.decode(ids) == text and tok.unk_id not in ids
+  assert any(tok.id_to_piece(i).startswith("<0x") for i in ids)
