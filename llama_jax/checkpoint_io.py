@@ -6,8 +6,15 @@ Format — a directory holding:
                       token ids); `ModelConfig.from_dict` reads it back.
   params/             the parameter tree (the nested dict of `model.to_params`, paths as in
                       `weights.py`: `embed`, `layers/attention/q`, ..., `lm_head` unless tied),
-                      saved by orbax's PyTree checkpointer (OCDBT). Arrays are stored in the
+                      saved by orbax's PyTree checkpointer as compressed zarr3 arrays in the
                       config's `param_dtype`, layers stacked on the leading axis.
+
+Storage choices (measured with `experiments/convert_memory.py`): chunks of at most
+`CHUNK_BYTES`, split along the layer axis first, so a process restoring a slice reads about its
+slice (tensorstore reads whole chunks, and a single-chunk array would be read in full by every
+host); no OCDBT, which stages chunk data in memory before writing its large data files (about
+one more copy of the model while saving chunked arrays); and no defensive copy of NumPy
+leaves, which orbax otherwise makes before writing.
 
 `load_params` restores straight into a tree of shardings (each process reads only its shards,
 so a 65B model never exists as one host copy) or, without shardings, into host NumPy arrays.
@@ -33,6 +40,7 @@ from llama_jax.model_config import DTYPES, ModelConfig
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
+CHUNK_BYTES = 64 * 2**20
 
 
 class CheckpointError(ValueError):
@@ -109,9 +117,25 @@ def _check_tree(where: str, got: dict[str, tuple], cfg: ModelConfig) -> None:
                             f"config implies {shape}")
 
 
-def _checkpointer():
+def _checkpointer(saving: bool = False):
   import orbax.checkpoint as ocp
-  return ocp.PyTreeCheckpointer()
+  if not saving:
+    return ocp.PyTreeCheckpointer()
+  # See the module docstring for why: no defensive NumPy copy, no OCDBT, zarr3 chunks.
+  registry = ocp.type_handlers.create_type_handler_registry(
+      (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)),
+      (jax.Array, ocp.type_handlers.ArrayHandler()))
+  return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(
+      type_handler_registry=registry, use_ocdbt=False, use_zarr3=True))
+
+
+def _save_args(params: dict):
+  import orbax.checkpoint as ocp
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: ocp.SaveArgs(
+          chunk_byte_size=CHUNK_BYTES,
+          shard_axes=(0,) if getattr(path[0], "key", None) == "layers" else ()),
+      params)
 
 
 def save_converted(path: str | os.PathLike, cfg: ModelConfig, params: dict,
@@ -121,6 +145,7 @@ def save_converted(path: str | os.PathLike, cfg: ModelConfig, params: dict,
   `params` leaves may be NumPy arrays (handed to orbax as they are, no extra copy) or jax
   Arrays; they must have the config's shapes and `param_dtype`.
   """
+  import orbax.checkpoint as ocp
   check_params("params to save", params, cfg)
   want = np_dtype(cfg.param_dtype)
   for name, leaf in _flat(params).items():
@@ -129,8 +154,8 @@ def save_converted(path: str | os.PathLike, cfg: ModelConfig, params: dict,
                             f"param_dtype is {cfg.param_dtype}; cast it or change param_dtype")
   with atomic_directory(path, overwrite) as tmp:
     (tmp / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    with _checkpointer() as ckptr:
-      ckptr.save(tmp / PARAMS_DIR, params)
+    with _checkpointer(saving=True) as ckptr:
+      ckptr.save(tmp / PARAMS_DIR, args=ocp.args.PyTreeSave(params, save_args=_save_args(params)))
   return Path(path)
 
 

@@ -21,7 +21,7 @@ from flax import nnx
 from safetensors import safe_open
 
 from hf_reference import hf_config, hf_logits, hf_model, hf_state
-from llama_jax import convert, hf_format, logical_axes
+from llama_jax import checkpoint_io, convert, hf_format, logical_axes
 from llama_jax import model as model_lib
 from llama_jax.checkpoint_io import CheckpointError
 from llama_jax.model_config import preset
@@ -293,10 +293,11 @@ def test_native_export_loads_in_transformers(name, rope, tmp_path):
   if rope:
     overrides["rope"] = dict(rope, max_position_embeddings=256)
   cfg = preset(name, **overrides)
-  params = model_lib.to_params(model_lib.init(cfg, seed=4))
-  rng = np.random.RandomState(5)  # norms start at 1: randomise so a mix-up cannot hide
-  params = jax.tree.map(np.asarray, params)
-  params["norm"]["scale"] = params["norm"]["scale"] + 0.1 * rng.randn(cfg.d_model).astype("f4")
+  rng = np.random.RandomState(4)  # random norms too, so a mix-up of scales cannot hide
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, a: ((1.0 if "norm" in jax.tree_util.keystr(path) else 0.0)
+                       + 0.1 * rng.randn(*a.shape)).astype(np.float32),
+      checkpoint_io.expected_tree(cfg))
   convert.save_converted(tmp_path / "lj", cfg, params)
   ours = np.asarray(convert.load_model(tmp_path / "lj")(TOKENS))
   _, written = convert.convert(tmp_path / "lj", tmp_path / "hf", "llama_jax", "hf",
