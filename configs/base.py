@@ -1,9 +1,14 @@
 """Every configuration field with its default: the single source of defaults.
 
-Recipes start from `get_config()` and override what their paper's table says; the trainer locks
-the dict, so a key that is not defined here is an error. Not a runnable recipe by itself (it
-has no data or model size worth training); see `tiny.py`.
+Recipes start from `get_config()` (or the two recipe families below) and override what their
+paper's table says; the trainer locks the dict, so a key that is not defined here is an error.
+Not a runnable recipe by itself (it has no data or model size worth training); see `tiny.py`.
+
+Each recipe module also states `DEVICES`, the accelerator count its mesh and batch are sized
+for; tests validate every recipe against that many hypothetical devices.
 """
+import math
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -63,11 +68,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batches = 4
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
-  c.init_from = ""  # a converted checkpoint (python -m llama_jax.convert) to start from
+  # Weights to start from when the workdir has no checkpoint (the optimizer starts fresh): a
+  # converted checkpoint (python -m llama_jax.convert) or another run's workdir (its latest).
+  c.init_from = ""
   c.sample_prompt = "def "  # printed with its greedy continuation at the end of training
   c.sample_tokens = 48
 
-  c.model = ml_collections.ConfigDict(model_fields("tiny"))
+  c.model = model_fields("tiny")
 
   c.optim = ml_collections.ConfigDict(dict(
       peak_lr=3e-4,
@@ -102,4 +109,76 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1))
   c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_RULES))
+  return c
+
+
+# ------------------------------------------------------------------------------ families
+LLAMA_BATCH_TOKENS = 4 * 2**20  # LLaMA §2.2 / Llama 2 Table 1: 4M tokens per batch
+
+
+def llama_pretraining(preset: str, peak_lr: float, tokens: float, seq_len: int,
+                      adam_eps: float = 1e-8) -> ml_collections.ConfigDict:
+  """LLaMA-style pretraining from scratch (Touvron et al. 2023, §2.2; Llama 2 §2.2).
+
+  AdamW b=(0.9, 0.95), weight decay 0.1, clipping 1.0, 2000 warmup steps, cosine decay to 10%
+  of the peak, 4M-token batches; `tokens` sets the number of steps. bf16 compute with float32
+  master weights, full remat, the best attention kernel of the backend, pure FSDP over all
+  devices. Data: TFDS C4 (the paper's mixture is not public; C4 is its second-largest part), a
+  32k LLaMA-style BPE tokenizer trained on it at the first run.
+  """
+  c = get_config()
+  c.model = model_fields(preset, dtype="bfloat16", attention="auto", remat="full")
+  c.seq_len = seq_len
+  c.batch_size = LLAMA_BATCH_TOKENS // seq_len
+  c.steps = math.ceil(tokens / (c.batch_size * seq_len))
+  c.optim.update(dict(peak_lr=peak_lr, warmup_steps=2000, schedule="cosine",
+                      final_lr_fraction=0.1, b1=0.9, b2=0.95, eps=adam_eps, weight_decay=0.1,
+                      clip_norm=1.0))
+  c.data.update(dict(dataset="c4/en", text_key="text", eval_split="validation"))
+  c.log_every = 50
+  c.eval_every = 2000
+  c.eval_batches = 10
+  c.checkpoint_every = 1000
+  c.sample_prompt = "The capital of France is"
+  c.mesh.update(dict(data=1, fsdp=-1, tensor=1, sequence=1))
+  return c
+
+
+YARN_ORIGINAL_LENGTH = 4096  # Llama 2's pretraining context
+
+
+def yarn_extension(preset: str, factor: int, steps: int, init_from: str, tokenizer: str,
+                   seed: int = 0) -> ml_collections.ConfigDict:
+  """YaRN context extension of a converted Llama 2 (Peng et al. 2023, §4.1 and App. B.4).
+
+  rope_type yarn with scale s=`factor` over the original 4096 positions (beta_fast 32,
+  beta_slow 1, temperature 0.1 ln s + 1), max_position_embeddings 4096·s; AdamW b=(0.9, 0.95),
+  no weight decay, lr 2e-5 with 20 linear warmup steps then linear decay to 0 at the last step
+  (the paper's DeepSpeed WarmupDecayLR schedule), clipping 1.0; global batch 64 sequences of
+  64k tokens from PG19 (documents packed with BOS/EOS; attention stays within a book);
+  bf16 compute, chunked attention, full remat, FSDP over all devices, 8 micro-batches.
+  """
+  c = get_config()
+  c.model = model_fields(
+      preset, max_position_embeddings=YARN_ORIGINAL_LENGTH * factor, dtype="bfloat16",
+      attention="chunked", remat="full",
+      rope=dict(rope_type="yarn", rope_theta=10000.0, factor=float(factor),
+                original_max_position_embeddings=YARN_ORIGINAL_LENGTH, beta_fast=32.0,
+                beta_slow=1.0))
+  c.seed = seed
+  c.steps = steps
+  c.seq_len = 65536
+  c.batch_size = 64
+  c.grad_accum = 8
+  c.init_from = init_from
+  c.optim.update(dict(peak_lr=2e-5, warmup_steps=20, schedule="linear", final_lr_fraction=0.0,
+                      b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0))
+  c.data.update(dict(dataset="pg19", text_key="book_text", eval_split="validation",
+                     tokenizer=tokenizer))
+  c.log_every = 1
+  c.eval_every = 100
+  c.eval_batches = 1
+  c.checkpoint_every = 50
+  c.sample_prompt = "It was the best of times,"
+  c.mesh.update(dict(data=1, fsdp=-1, tensor=1, sequence=1))
   return c
