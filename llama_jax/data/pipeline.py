@@ -12,6 +12,8 @@ the iterator is random access, so:
   processes' shards are disjoint and together are the single-process batch (sharding
   documents per process, as `ShardByJaxProcess` would, packs different rows per process
   count). Each process tokenizes the corpus into its cache once; rows are cut from it;
+  the first use of a split tokenizes all of it (about 0.5M tokens/s on 2 cores here): for a
+  web-scale TFDS dataset cap it with `data.max_documents`;
 - the training stream repeats forever, reshuffled each epoch from the seed; the eval stream is
   one unshuffled pass over the held-out documents, its last batch completed with all-padding
   rows (loss_mask 0).
@@ -213,6 +215,9 @@ class DataIterator(grain.DatasetIterator):
     if self.num_batches is None:
       raise TypeError("the training iterator is endless")
     return self.num_batches
+
+  def __bool__(self) -> bool:  # an iterator is truthy, even an endless one without a len()
+    return True
 
   def get_state(self) -> dict:
     return {"next_batch": self._next_batch, "stream": dict(self.identity)}
