@@ -8,6 +8,8 @@ Expected:  held-out perplexity falls steadily; see README for measured numbers a
 """
 from configs import base
 
+DEVICES = 1  # one CPU (or any single device); the mesh is data=-1, so more devices also work
+
 
 def get_config():
   c = base.get_config()

@@ -11,8 +11,8 @@ what is allowed, instead of after minutes of compilation:
   regexes, and that `optim.trainable` matches some parameter);
 - loop sizes (steps, batch divisible by grad_accum and by the process count, seq_len within the
   model's positions, eval/checkpoint intervals);
-- data (files matched by the glob exist and are files, tokenizer file exists, its vocabulary
-  size agrees with the model's) and `init_from` (a converted checkpoint or a training workdir
+- data (files matched by the glob exist and are files, tokenizer file exists and has no more
+  tokens than the model has embedding rows) and `init_from` (a converted checkpoint or a training workdir
   whose parameter shapes match the model);
 - the mesh (through `sharding.validate_mesh`: axes divide the devices, heads, batch, ...), when
   the device count is known. Recipe tests pass a hypothetical count.
@@ -68,9 +68,13 @@ def _unknown_keys(got: Mapping, want: Mapping, prefix: str = "") -> list[str]:
     name = f"{prefix}{key}"
     if key not in want:
       out.append(name)
-    elif isinstance(want[key], Mapping) and isinstance(got[key], Mapping) and key != "model":
+    elif _is_dict(want[key]) and _is_dict(got[key]) and key != "model":
       out.extend(_unknown_keys(got[key], want[key], name + "."))
   return out
+
+
+def _is_dict(v) -> bool:
+  return isinstance(v, (Mapping, ml_collections.ConfigDict))
 
 
 def _is_int(v) -> bool:
@@ -117,11 +121,12 @@ def _check_data(config, model: ModelConfig, check_paths: bool) -> tuple[str, ...
         f"data.heldout_fraction={d.heldout_fraction}; set one of them, or eval_every=0")
   for name in ("num_workers", "max_documents", "tokenizer_vocab_size"):
     _int(d, name, 0)
-  if d.tokenizer_vocab_size and d.tokenizer_vocab_size != model.vocab_size:
+  if d.tokenizer_vocab_size > model.vocab_size:
     raise ConfigError(
-        f"data.tokenizer_vocab_size={d.tokenizer_vocab_size} differs from model.vocab_size="
-        f"{model.vocab_size}; the embedding must have one row per token: set them equal "
-        "(or tokenizer_vocab_size=0 to use model.vocab_size)")
+        f"data.tokenizer_vocab_size={d.tokenizer_vocab_size} exceeds model.vocab_size="
+        f"{model.vocab_size}; the embedding needs a row for every token id: set "
+        f"--config.model.vocab_size={d.tokenizer_vocab_size} (or tokenizer_vocab_size=0 to use "
+        "model.vocab_size)")
   files: tuple[str, ...] = ()
   if d.files and check_paths:
     files = tuple(sorted(f for f in glob.glob(os.path.expanduser(d.files), recursive=True)))
@@ -139,10 +144,13 @@ def _check_data(config, model: ModelConfig, check_paths: bool) -> tuple[str, ...
       raise ConfigError(f"data.tokenizer={d.tokenizer!r} does not exist; give a sentencepiece "
                         ".model file, or '' to train one on the corpus")
     size = _sentencepiece_vocab_size(path)
-    if size != model.vocab_size:
+    # Fewer tokens than embedding rows is allowed (padded vocabularies); more would index
+    # past the table.
+    if size > model.vocab_size:
       raise ConfigError(
           f"data.tokenizer={d.tokenizer!r} has {size} tokens but model.vocab_size="
-          f"{model.vocab_size}; they must be equal (set --config.model.vocab_size={size})")
+          f"{model.vocab_size}; token ids would index past the embedding table (set "
+          f"--config.model.vocab_size={size})")
   return files
 
 

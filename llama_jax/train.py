@@ -125,8 +125,15 @@ def _summary(tc, mesh, n_devices: int, state_bytes: int, flops_per_token: float)
       f"state     {state_bytes / 2**20:,.1f} MiB per device (params + optimizer)",
       f"batch     {c.batch_size} x {c.seq_len} = {tokens:,} tokens/step "
       f"({c.grad_accum} micro-batch(es)); {flops_per_token * tokens / 1e12:,.3f} TFLOP/step",
-      f"steps     {c.steps} ({c.steps * tokens / 1e9:,.3f}B tokens)",
+      f"steps     {c.steps} ({_count(c.steps * tokens)} tokens)",
   ])
+
+
+def _count(n: float) -> str:
+  for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+    if n >= size:
+      return f"{n / size:,.2f}{unit}"
+  return f"{n:,.0f}"
 
 
 def _init_params(tc, shardings):
@@ -174,6 +181,7 @@ def run(config, workdir: str, devices=None) -> RunResult:
   import jax
   import numpy as np
   from llama_jax import checkpoint, data, metrics, sharding
+  from llama_jax import tokenizer as tokenizer_lib
   from llama_jax import train_step
 
   devices = list(devices if devices is not None else jax.devices())
@@ -185,10 +193,10 @@ def run(config, workdir: str, devices=None) -> RunResult:
 
   # Host-side data first: an empty or unreadable corpus fails before anything is written.
   tok = data.load_or_train_tokenizer(c.data, vocab_size=cfg.vocab_size)
-  if tok.vocab_size != cfg.vocab_size:
-    raise config_lib.ConfigError(
-        f"the tokenizer ({c.data.tokenizer or 'trained on the corpus'}) has {tok.vocab_size} "
-        f"tokens but model.vocab_size={cfg.vocab_size}; they must be equal")
+  tokenizer_lib.check_vocab(tok, cfg.vocab_size, bos_id=cfg.bos_id, eos_id=cfg.eos_id)
+  if tok.vocab_size < cfg.vocab_size:
+    log.warning("the tokenizer %s has %d tokens and model.vocab_size=%d: embedding rows %d.. "
+                "are never used", tok.path, tok.vocab_size, cfg.vocab_size, tok.vocab_size)
   train_it = data.make_iterator(c.data, tok, split="train", batch_size=c.batch_size,
                                 seq_len=c.seq_len, seed=c.seed, process_index=process,
                                 process_count=n_proc)
@@ -208,6 +216,9 @@ def run(config, workdir: str, devices=None) -> RunResult:
     # The exit stack closes the checkpoint manager on any exit, so a save already started
     # completes instead of being left half-written.
     with contextlib.ExitStack() as stack:
+      stack.callback(train_it.close)
+      if eval_it is not None:
+        stack.callback(eval_it.close)
       mgr = stack.enter_context(
           checkpoint.CheckpointManager(workdir, keep=c.keep_checkpoints, async_save=True))
       restored = mgr.restore(sharding.with_shardings(abstract, shardings))
@@ -296,7 +307,8 @@ def run(config, workdir: str, devices=None) -> RunResult:
           result.stopped_early = True
           break
 
-      mgr.save(step, state, train_it.get_state(), force=True)
+      if mgr.latest_step() != step:
+        mgr.save(step, state, train_it.get_state(), force=True)
       mgr.wait()
       say(f"saved     checkpoint of step {step} in {mgr.directory}")
       if result.stopped_early:

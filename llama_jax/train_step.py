@@ -152,7 +152,7 @@ def make_train_step(model_cfg: ModelConfig, tx, schedule: Callable, grad_accum: 
     grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": nll / denom, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": nll / denom, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step), "tokens": count}
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
