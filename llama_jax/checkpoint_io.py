@@ -219,6 +219,50 @@ def load_params(path: str | os.PathLike, cfg: ModelConfig | None = None, shardin
     return ckptr.restore(params_dir, args=ocp.args.PyTreeRestore(restore_args=args))
 
 
+class StoredArray:
+  """One stored parameter, read on demand: `a[i]` reads layer i only, `np.asarray(a)` all."""
+
+  def __init__(self, directory: Path):
+    import tensorstore as ts
+    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(directory)}}
+    self._store = ts.open(spec, open=True, read=True).result()
+    self.shape = tuple(self._store.shape)
+    self.dtype = np.dtype(self._store.dtype.numpy_dtype)
+
+  def __getitem__(self, index) -> np.ndarray:
+    return self._store[index].read().result()
+
+  def __array__(self, dtype=None, copy=None):
+    out = self._store.read().result()
+    return out if dtype is None else out.astype(dtype)
+
+
+def lazy_params(path: str | os.PathLike, cfg: ModelConfig | None = None) -> dict | None:
+  """The parameter tree as `StoredArray`s (nothing read yet), or None if the checkpoint's layout
+  is not one zarr3 array per parameter (e.g. written by orbax with OCDBT).
+
+  Lets an export stream one layer of one tensor at a time instead of restoring the whole model.
+  """
+  cfg = cfg or load_config(path)
+  params_dir = Path(path).absolute() / PARAMS_DIR
+  flat = _flat(expected_tree(cfg))
+  dirs = {name: params_dir / name.replace("/", ".") for name in flat}
+  if not all((d / "zarr.json").is_file() for d in dirs.values()):
+    return None
+  out: dict = {}
+  for name, directory in dirs.items():
+    array = StoredArray(directory)
+    if array.shape != tuple(flat[name].shape):
+      raise CheckpointError(f"{directory}: parameter {name} has shape {array.shape} but the model "
+                            f"config implies {tuple(flat[name].shape)}")
+    node = out
+    *parents, leaf = name.split("/")
+    for key in parents:
+      node = node.setdefault(key, {})
+    node[leaf] = array
+  return out
+
+
 def load_model(path: str | os.PathLike, dtype: str | None = None, **cfg_overrides):
   """A `Llama` from a converted checkpoint, its parameters restored onto the default device.
 

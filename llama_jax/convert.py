@@ -25,8 +25,8 @@ import re
 import time
 from pathlib import Path
 
-from llama_jax.checkpoint_io import (CheckpointError, load_config, load_model, load_params,
-                                     save_converted)
+from llama_jax.checkpoint_io import (CheckpointError, lazy_params, load_config, load_model,
+                                     load_params, save_converted)
 from llama_jax.model_config import ModelConfig
 
 __all__ = ["CheckpointError", "convert", "load_config", "load_hf", "load_model", "load_params",
@@ -76,13 +76,20 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
     raise CheckpointError(f"destination {dst} already exists; pass --overwrite to replace it")
   if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
     raise CheckpointError(f"destination {dst} would overwrite or sit inside the source {src}")
-  cfg, params = read(src_format, src, dtype, max_position_embeddings)
+  if src_format == "llama_jax" and dst_format == "hf":
+    # Stream layer slices straight from the stored arrays instead of restoring the model.
+    cfg = load_config(src)
+    params = lazy_params(src, cfg)
+    if params is None:
+      cfg, params = read(src_format, src, dtype)
+  else:
+    cfg, params = read(src_format, src, dtype, max_position_embeddings)
   if dst_format == "llama_jax":
     save_converted(dst, cfg, params, overwrite=overwrite)
     return cfg, [dst / "model_config.json", dst / "params"]
   from llama_jax import hf_format
   kwargs = {} if max_shard_bytes is None else {"max_shard_bytes": max_shard_bytes}
-  return cfg, hf_format.write_hf(dst, cfg, params, overwrite=overwrite, **kwargs)
+  return cfg, hf_format.write_hf(dst, cfg, params, dtype=dtype, overwrite=overwrite, **kwargs)
 
 
 def load_hf(path: str | os.PathLike, dtype: str | None = None):

@@ -107,6 +107,33 @@ def test_dtype_flag_casts(gqa, tmp_path):
   np.testing.assert_array_equal(params["embed"].astype(np.float32), embed)
 
 
+def test_export_dtype_cast_matches_torch_rounding(gqa, tmp_path):
+  model, single, _ = gqa
+  convert.convert(single, tmp_path / "lj", "hf")
+  convert.convert(tmp_path / "lj", tmp_path / "hf", "llama_jax", "hf", dtype="bfloat16")
+  assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == "bfloat16"
+  got = read_safetensors_dir(tmp_path / "hf")
+  for name, tensor in model.state_dict().items():
+    assert torch.equal(got[name], tensor.to(torch.bfloat16)), name
+
+
+def test_export_from_an_ocdbt_checkpoint_restores_first(gqa, tmp_path):
+  """A params/ tree written by orbax's defaults (OCDBT) has no per-parameter zarr arrays to
+  stream from; the export falls back to restoring it and gives the same tensors."""
+  import orbax.checkpoint as ocp
+  model, single, _ = gqa
+  cfg, params = convert.read("hf", single)
+  (tmp_path / "lj").mkdir()
+  (tmp_path / "lj" / "model_config.json").write_text(json.dumps(cfg.to_dict()))
+  with ocp.PyTreeCheckpointer() as ckptr:
+    ckptr.save(tmp_path / "lj" / "params", params)
+  assert checkpoint_io.lazy_params(tmp_path / "lj") is None
+  convert.convert(tmp_path / "lj", tmp_path / "hf", "llama_jax", "hf")
+  got = read_safetensors_dir(tmp_path / "hf")
+  for name, tensor in model.state_dict().items():
+    assert torch.equal(got[name], tensor), name
+
+
 # ------------------------------------------------------------------ logits parity
 LOGIT_CASES = {
     "gqa": dict(),
@@ -258,6 +285,45 @@ def test_meta_checkpoint_converts_to_hf_logits(meta_ckpt, tmp_path):
   got_hf = read_safetensors_dir(tmp_path / "hf")
   for name, tensor in model.state_dict().items():
     assert torch.equal(got_hf[name], tensor), name
+
+
+def write_meta(root, full, params, n_shards=2, dtype=torch.float32):
+  """Splits full-size Meta tensors ({name: (tensor, split axis)}) into model-parallel shards."""
+  root.mkdir()
+  for rank in range(n_shards):
+    shard = {name: (w if axis is None else w.chunk(n_shards, dim=axis)[rank]).to(dtype).clone()
+             for name, (w, axis) in full.items()}
+    torch.save(shard, root / f"consolidated.{rank:02d}.pth")
+  (root / "params.json").write_text(json.dumps(params))
+  return root
+
+
+def test_meta_bfloat16_shards_keep_bits(meta_ckpt, tmp_path):
+  """bfloat16 shards (NumPy has no bfloat16: the bits are reinterpreted) survive exactly."""
+  model, root, full, _ = meta_ckpt
+  params = json.loads((root / "params.json").read_text())
+  src = write_meta(tmp_path / "meta", full, params, dtype=torch.bfloat16)
+  cfg, _ = convert.convert(src, tmp_path / "hf", "meta", "hf")
+  assert cfg.param_dtype == "bfloat16"
+  got = read_safetensors_dir(tmp_path / "hf")
+  for name, tensor in model.state_dict().items():
+    assert torch.equal(got[name], tensor.to(torch.bfloat16)), name
+
+
+def test_meta_llama3_scaled_rope_params(meta_ckpt, tmp_path):
+  """params.json use_scaled_rope → rope_type llama3 with Llama 3.1's published constants
+  (factor 8, low/high frequency factors 1/4, original context 8192)."""
+  _, root, full, _ = meta_ckpt
+  params = dict(json.loads((root / "params.json").read_text()), rope_theta=500000.0,
+                use_scaled_rope=True, max_seq_len=16384)
+  cfg, _ = convert.convert(write_meta(tmp_path / "meta", full, params), tmp_path / "lj", "meta")
+  r = cfg.rope
+  assert (r.rope_type, r.rope_theta, r.factor, r.low_freq_factor, r.high_freq_factor,
+          r.original_max_position_embeddings) == ("llama3", 500000.0, 8.0, 1.0, 4.0, 8192)
+  params["vocab_dim"] = 1
+  (tmp_path / "meta" / "params.json").write_text(json.dumps(params))
+  with pytest.raises(CheckpointError, match=r"params.json: unknown field\(s\) \['vocab_dim'\]"):
+    convert.convert(tmp_path / "meta", tmp_path / "lj2", "meta")
 
 
 def test_meta_errors(meta_ckpt, tmp_path):
