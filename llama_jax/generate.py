@@ -16,12 +16,19 @@
 
 Length-dependent RoPE methods (dynamic NTK, dynamic YaRN, LongRoPE) change their frequencies as
 the sequence grows. The model caches those keys *before* rotation and re-rotates the whole
-cache with the frequencies of the current length at every step, so a decoded token's logits
-equal those of a full forward pass over the same prefix — the behaviour the YaRN paper
-prescribes. HF transformers caches keys *after* rotation, so its cached decoding keeps keys
-rotated with the frequencies of the length at which they were written: for these methods its
-`generate` output can differ from ours (and from its own uncached forward) past the original
-context length. Static methods (default, linear, ntk, ntk_by_parts, yarn, llama3) agree with HF.
+cache with the frequencies of the current length at every step — the behaviour the YaRN paper
+prescribes (§3.3). HF transformers caches keys *after* rotation, so its cached decoding keeps
+every key rotated with the frequencies of the length at which it was written; past the original
+context length its `generate` output for these methods can differ from ours (and from its own
+uncached forward). Static methods (default, linear, ntk, ntk_by_parts, yarn, llama3) cache
+rotated keys and agree with HF up to float rounding.
+
+What re-rotation does not refresh: in layers after the first, a cached key/value was computed
+from a hidden state that itself went through attention with the frequencies of its own time.
+So for a one-layer model cached decoding equals a fresh forward pass over the prefix at every
+step, and for deeper models it does so until the frequencies change (the original length);
+beyond it only a full recomputation of the prefix would match the uncached forward (tested in
+`tests/test_generate.py`).
 """
 from __future__ import annotations
 
@@ -290,15 +297,14 @@ def main(argv):
 
   f = flags.FLAGS
   tok = tokenizer_lib.Tokenizer(f.tokenizer)
+  tokenizer_lib.check_vocab(tok, convert.load_config(f.checkpoint).vocab_size)
   model = convert.load_model(f.checkpoint, dtype=f.dtype or None)
-  if tok.vocab_size > model.cfg.vocab_size:
-    raise ValueError(f"--tokenizer {f.tokenizer} has {tok.vocab_size} tokens but the model at "
-                     f"--checkpoint {f.checkpoint} only {model.cfg.vocab_size}")
   prompts = [tok.encode(p, bos=True, eos=False) for p in f.prompt]
   outs = generate(model, prompts, f.max_new_tokens, temperature=f.temperature, top_k=f.top_k,
                   top_p=f.top_p, eos_id=tok.eos_id if f.stop_at_eos else None, seed=f.seed)
   for text, new in zip(f.prompt, outs):
-    print(text + tok.decode([t for t in new if t != tok.eos_id]))
+    # Ids past the tokenizer (a padded embedding table) have no text.
+    print(text + tok.decode([t for t in new if t != tok.eos_id and t < tok.vocab_size]))
     print("-" * 40)
 
 

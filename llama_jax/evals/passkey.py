@@ -1,0 +1,165 @@
+"""Passkey retrieval (Mohtashami & Jaggi, "Landmark Attention", as used by the YaRN paper).
+
+The prompt is five parts joined by "\\n": the task description, a garbage prefix, the line with
+the key, a garbage suffix and the question. Garbage is one fixed paragraph repeated (joined by
+spaces) and cut by characters. The key is a random integer in 1..50000; the model answers with
+greedy decoding of at most 10 tokens and is right iff the first integer in its answer is the key.
+
+Differences from the reference script, all deliberate:
+- The key's depth is a parameter (0 = right after the task description, 1 = right before the
+  question) instead of uniformly random, so accuracy is reported on a lengths x depths grid.
+- The garbage length is the smallest multiple of `step` characters whose prompt reaches the
+  target token count (BOS included): the prompt is at least the target, and one step less of
+  garbage would be below it. The reference took the last length below the target. The search
+  brackets from an estimate and then bisects, so a 128k-token prompt costs a few tokenizations,
+  not thousands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from typing import Callable, Sequence
+
+TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
+        "them. I will quiz you about the important information there.")
+GARBAGE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+QUESTION = "What is the pass key? The pass key is"
+MAX_KEY = 50000
+MAX_NEW_TOKENS = 10
+
+
+def key_line(key: int) -> str:
+  return f"The pass key is {key}. Remember it. {key} is the pass key."
+
+
+def garbage(n_chars: int) -> str:
+  """The garbage paragraph repeated (space-joined) and cut to exactly n_chars characters."""
+  reps = n_chars // (len(GARBAGE) + 1) + 1
+  return " ".join([GARBAGE] * reps)[:n_chars]
+
+
+def prompt_text(n_garbage: int, depth: float, key: int) -> str:
+  """The prompt with n_garbage garbage characters, a fraction `depth` of them before the key."""
+  n_prefix = round(depth * n_garbage)
+  return "\n".join([TASK, garbage(n_prefix), key_line(key), garbage(n_garbage - n_prefix),
+                    QUESTION])
+
+
+def parse_answer(text: str) -> int | None:
+  """The first integer in the model's answer (None if there is none)."""
+  match = re.search(r"\d+", text)
+  return int(match.group()) if match else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+  text: str
+  tokens: list[int]  # BOS included
+  key: int
+  depth: float
+  n_garbage: int  # garbage characters
+  target: int  # requested token count
+
+
+def find_garbage_length(count: Callable[[int], int], target: int, step: int, hint: int = 0
+                        ) -> int:
+  """The smallest multiple n of `step` with count(n) >= target and count(n - step) < target.
+
+  `count(n)` is the token count of the prompt with n garbage characters. The search keeps
+  count(lo) < target <= count(hi), first widening from `hint` by doubling jumps, then bisecting
+  until hi - lo == step: the bracket property holds even where `count` is not monotone.
+  """
+  if count(0) >= target:
+    raise ValueError(f"passkey length {target} is too short: the prompt without garbage already "
+                     f"has {count(0)} tokens")
+  n = max(0, hint // step) * step
+  jump = step
+  if n > 0 and count(n) >= target:  # walk down until below the target
+    hi = n
+    lo = max(0, hi - jump)
+    while lo > 0 and count(lo) >= target:
+      hi, jump = lo, jump * 2
+      lo = max(0, hi - jump)
+  else:  # walk up until at or above the target
+    lo = n
+    hi = lo + jump
+    while count(hi) < target:
+      lo, jump = hi, jump * 2
+      hi = lo + jump
+  while hi - lo > step:
+    mid = lo + (hi - lo) // (2 * step) * step
+    if count(mid) >= target:
+      hi = mid
+    else:
+      lo = mid
+  return hi
+
+
+def build_prompt(tokenizer, target: int, depth: float, key: int, step: int = 128,
+                 hint: int = 0) -> Prompt:
+  """A passkey prompt of at least `target` tokens (BOS included), within one garbage step."""
+  if not 0.0 <= depth <= 1.0:
+    raise ValueError(f"passkey depth={depth} must be within [0, 1]")
+  if not 1 <= key <= MAX_KEY:
+    raise ValueError(f"pass key {key} must be within 1..{MAX_KEY}")
+  if step < 1:
+    raise ValueError(f"garbage step={step} must be >= 1 character")
+  cache: dict[int, list[int]] = {}
+
+  def encode(n):
+    if n not in cache:
+      cache[n] = tokenizer.encode(prompt_text(n, depth, key), bos=True, eos=False)
+    return cache[n]
+
+  if not hint:
+    # Characters per token of garbage, to start the search near the answer.
+    sample = garbage(4096)
+    per_token = len(sample) / max(1, len(tokenizer.encode(sample, bos=False, eos=False)))
+    hint = int(max(0, target - len(encode(0))) * per_token)
+  n = find_garbage_length(lambda m: len(encode(m)), target, step, hint)
+  return Prompt(prompt_text(n, depth, key), encode(n), key, depth, n, target)
+
+
+GenerateFn = Callable[[list[list[int]]], list[list[int]]]
+
+
+def evaluate(generate_fn: GenerateFn, tokenizer, lengths: Sequence[int],
+             depths: Sequence[float], trials: int, *, seed: int = 0, step: int = 128,
+             log: Callable[[str], None] | None = None) -> dict:
+  """Accuracy on a lengths x depths grid, `trials` random keys per cell.
+
+  generate_fn maps a batch of prompts (token lists) to the new tokens of each (greedy, at most
+  MAX_NEW_TOKENS); the answer is their decoded text. Returns a JSON-ready dict with
+  `accuracy[i][j]` for lengths[i], depths[j] and one record per trial.
+  """
+  if trials < 1:
+    raise ValueError(f"passkey trials={trials} must be >= 1")
+  rng = random.Random(seed)
+  records, accuracy = [], []
+  for length in lengths:
+    row, hint = [], 0
+    for depth in depths:
+      prompts = []
+      for _ in range(trials):
+        p = build_prompt(tokenizer, length, depth, rng.randint(1, MAX_KEY), step, hint)
+        hint = p.n_garbage
+        prompts.append(p)
+      answers = generate_fn([p.tokens for p in prompts])
+      correct = 0
+      eos, vocab = tokenizer.eos_id, tokenizer.vocab_size
+      for p, new in zip(prompts, answers):
+        # Ids past the tokenizer (a model may have a padded embedding table) have no text.
+        text = tokenizer.decode([t for t in new if t != eos and 0 <= t < vocab])
+        answer = parse_answer(text)
+        correct += answer == p.key
+        records.append({"length": int(length), "depth": float(depth), "key": p.key,
+                        "n_tokens": len(p.tokens), "n_garbage_chars": p.n_garbage,
+                        "answer_text": text, "answer": answer, "correct": answer == p.key})
+      row.append(correct / trials)
+      if log:
+        log(f"length {length} depth {depth:.2f}: {correct}/{trials} correct")
+    accuracy.append(row)
+  return {"task": "passkey", "lengths": [int(x) for x in lengths],
+          "depths": [float(d) for d in depths], "trials": int(trials), "seed": int(seed),
+          "accuracy": accuracy, "records": records}

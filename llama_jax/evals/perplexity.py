@@ -1,0 +1,148 @@
+"""Sliding-window and truncated-document perplexity, the protocol of the PI and YaRN papers.
+
+For a document of N tokens, window length W and stride S (`windows`):
+
+  prev_end = 0
+  for begin in 0, S, 2S, ...:
+    end = min(begin + W - 1, N)             # W - 1 document tokens + the BOS = W inputs
+    input = [BOS] + doc[begin:end]
+    score the last (end - prev_end) tokens of the window, each predicted from its prefix
+    prev_end = end; stop when end == N
+
+so every document token is scored exactly once, with up to W - 1 tokens of context. (If S > W - 1
+the tokens between one window's end and the next one's begin are never scored and each window
+scores all its tokens: what the reference script does in that case too.) Truncated mode cuts each
+document to W - 1 tokens and uses S = W - 1: one window per document, no sliding.
+
+Reported per length: `ppl` = exp(mean over all windows of all documents of the window's mean
+NLL) — the papers' number, not token-weighted — and `token_weighted_ppl` = exp(total NLL / total
+scored tokens).
+
+Cost: windows of one length are batched (`batch_size` rows) and right-padded to W, so one jitted
+scoring function per window shape serves a whole length. Padding sits at position 0 with segment
+id 0: causal attention never reaches it and length-dependent RoPE methods see each window's own
+length (max position + 1), exactly as if the window had been run alone. Logits are never formed
+for the whole window at once: the NLL is computed from the final hidden states in chunks
+(`loss.token_nll`).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from llama_jax import loss as loss_lib
+
+
+class Window(NamedTuple):
+  doc: int  # index of the document
+  begin: int  # first document token in the window (after the BOS)
+  end: int  # one past the last document token
+  n_scored: int  # the last n_scored document tokens of the window are scored
+
+
+def windows(n_tokens: int, length: int, stride: int, truncate: bool = False, doc: int = 0
+            ) -> list[Window]:
+  """The windows of one document (see the module docstring)."""
+  if length < 2:
+    raise ValueError(f"window length={length} must be >= 2 (the BOS plus at least one token)")
+  if stride < 1:
+    raise ValueError(f"stride={stride} must be >= 1")
+  span = length - 1
+  if truncate:
+    n_tokens, stride = min(n_tokens, span), span
+  out, prev_end = [], 0
+  for begin in range(0, n_tokens, stride):
+    end = min(begin + span, n_tokens)
+    # A window scores at most its own tokens (when stride > span, tokens in the gap go unscored).
+    out.append(Window(doc, begin, end, min(end - prev_end, end - begin)))
+    prev_end = end
+    if end == n_tokens:
+      break
+  return out
+
+
+def window_rows(docs: Sequence[Sequence[int]], wins: Sequence[Window], length: int, bos_id: int,
+                batch_size: int):
+  """Yields batches of right-padded windows: dict of int32/float32 arrays [batch_size, length].
+
+  tokens/positions/segment_ids are the model inputs; targets[j] is the token after input j and
+  weights[j] is 1 where that prediction is scored. Missing rows of the last batch are all
+  padding with weight 0.
+  """
+  for start in range(0, len(wins), batch_size):
+    chunk = wins[start:start + batch_size]
+    arrays = {name: np.zeros((batch_size, length), np.int32)
+              for name in ("tokens", "positions", "segment_ids", "targets")}
+    arrays["weights"] = np.zeros((batch_size, length), np.float32)
+    for row, w in enumerate(chunk):
+      ids = np.concatenate([[bos_id], np.asarray(docs[w.doc][w.begin:w.end])]).astype(np.int32)
+      n = len(ids)
+      arrays["tokens"][row, :n] = ids
+      arrays["positions"][row, :n] = np.arange(n)
+      arrays["segment_ids"][row, :n] = 1
+      arrays["targets"][row, :n - 1] = ids[1:]
+      arrays["weights"][row, n - 1 - w.n_scored:n - 1] = 1.0
+    yield arrays
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _score(graphdef, state, tokens, positions, segment_ids, targets, weights, chunk_size):
+  """Per row: (sum of scored NLL, number of scored tokens)."""
+  model = nnx.merge(graphdef, state)
+  hidden, _ = model.features(tokens, positions, segment_ids)
+  nll = loss_lib.token_nll(hidden, model.head(), targets, chunk_size)
+  return jnp.sum(nll * weights, axis=-1), jnp.sum(weights, axis=-1)
+
+
+def score_windows(model, docs, wins, length, bos_id, batch_size=1, chunk_size=1024):
+  """float64 arrays (sum NLL, scored tokens), one entry per window, in the order of `wins`."""
+  graphdef, state = nnx.split(model)
+  sums, counts = [], []
+  for batch in window_rows(docs, wins, length, bos_id, batch_size):
+    s, c = _score(graphdef, state, *(jnp.asarray(batch[k]) for k in
+                                     ("tokens", "positions", "segment_ids", "targets", "weights")),
+                  int(chunk_size))
+    sums.append(np.asarray(s, np.float64))
+    counts.append(np.asarray(c, np.float64))
+  n = len(wins)
+  return np.concatenate(sums)[:n], np.concatenate(counts)[:n]
+
+
+def summarize(sums: np.ndarray, counts: np.ndarray) -> dict:
+  """The two perplexities from per-window NLL sums and scored-token counts."""
+  if not len(sums) or counts.min() <= 0:
+    raise ValueError("no scored tokens: every window needs at least one scored token")
+  mean_nll = float(np.mean(sums / counts))
+  weighted = float(sums.sum() / counts.sum())
+  return {"ppl": math.exp(mean_nll), "mean_nll": mean_nll,
+          "token_weighted_ppl": math.exp(weighted), "token_weighted_nll": weighted,
+          "n_windows": int(len(sums)), "n_tokens": int(counts.sum())}
+
+
+def evaluate(model, docs: Sequence[Sequence[int]], lengths: Sequence[int], *, stride: int,
+             bos_id: int, truncate: bool = False, batch_size: int = 1, chunk_size: int = 1024,
+             log: Callable[[str], None] | None = None) -> list[dict]:
+  """Perplexity of `model` on tokenized documents (without BOS) at each window length."""
+  docs = [list(d) for d in docs]
+  if not docs or not any(docs):
+    raise ValueError("perplexity needs at least one non-empty tokenized document")
+  if batch_size < 1:
+    raise ValueError(f"batch_size={batch_size} must be >= 1")
+  results = []
+  for length in lengths:
+    wins = [w for i, d in enumerate(docs) if d
+            for w in windows(len(d), length, stride, truncate, doc=i)]
+    sums, counts = score_windows(model, docs, wins, length, bos_id, batch_size, chunk_size)
+    row = {"length": int(length), **summarize(sums, counts),
+           "n_documents": sum(1 for d in docs if d)}
+    results.append(row)
+    if log:
+      log(f"length {length}: ppl {row['ppl']:.4f} (token-weighted {row['token_weighted_ppl']:.4f})"
+          f" over {row['n_windows']} windows, {row['n_tokens']} tokens")
+  return results

@@ -1,0 +1,70 @@
+"""PNG plots of evaluation results (matplotlib's Agg canvas; no display or pyplot state needed).
+
+- `perplexity_figure(runs)`: perplexity against context length, one line per run (e.g. one per
+  RoPE setting), log-scaled perplexity so a run that diverges does not flatten the others.
+- `passkey_figure(result)`: the accuracy heat-map, depths (rows) x lengths (columns).
+Both return the Figure (tests inspect it); `save(fig, path)` writes it atomically.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from llama_jax.evals import io
+
+
+def perplexity_figure(runs: Sequence[dict], metric: str = "ppl", title: str | None = None
+                      ) -> Figure:
+  """runs: perplexity result dicts (`label`, `results` = [{length, ppl, ...}, ...])."""
+  if not runs:
+    raise ValueError("no perplexity results to plot")
+  fig = Figure(figsize=(7, 4.5), dpi=120)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  for i, run in enumerate(runs):
+    if run.get("task") != "perplexity":
+      raise ValueError(f"result {run.get('label', i)!r} is a {run.get('task')!r} result, not "
+                       "perplexity; plot passkey results with passkey_figure")
+    rows = sorted(run["results"], key=lambda r: r["length"])
+    ax.plot([r["length"] for r in rows], [r[metric] for r in rows], marker="o",
+            label=run.get("label", f"run {i}"))
+  ax.set_xlabel("context length (tokens)")
+  ax.set_ylabel("perplexity" if metric == "ppl" else metric.replace("_", " "))
+  ax.set_yscale("log")
+  modes = {run.get("mode") for run in runs}
+  ax.set_title(title or "perplexity" + (f" ({modes.pop()})" if len(modes) == 1 else ""))
+  ax.grid(True, which="both", alpha=0.3)
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  return fig
+
+
+def passkey_figure(result: dict, title: str | None = None) -> Figure:
+  """result: a passkey result dict (`lengths`, `depths`, `accuracy[i][j]`)."""
+  if result.get("task") != "passkey":
+    raise ValueError(f"result is a {result.get('task')!r} result, not passkey")
+  lengths, depths = result["lengths"], result["depths"]
+  grid = [[result["accuracy"][i][j] for i in range(len(lengths))] for j in range(len(depths))]
+  fig = Figure(figsize=(1.2 + 0.9 * len(lengths), 1.2 + 0.5 * len(depths)), dpi=120)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  image = ax.imshow(grid, cmap="RdYlGn", vmin=0.0, vmax=1.0, aspect="auto")
+  ax.set_xticks(range(len(lengths)), [str(n) for n in lengths])
+  ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+  ax.set_xlabel("prompt length (tokens)")
+  ax.set_ylabel("key depth")
+  for j, row in enumerate(grid):
+    for i, value in enumerate(row):
+      ax.text(i, j, f"{value:.0%}", ha="center", va="center", fontsize=8)
+  fig.colorbar(image, ax=ax, label="accuracy")
+  ax.set_title(title or f"passkey retrieval: {result.get('label', '')}".rstrip(": "))
+  fig.tight_layout()
+  return fig
+
+
+def save(fig: Figure, path: str | os.PathLike) -> Path:
+  return io.write_atomic(path, lambda f: fig.savefig(f, format="png"), binary=True)
