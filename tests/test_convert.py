@@ -465,6 +465,24 @@ def test_bad_hf_input_fails_clearly_and_leaves_nothing(gqa, case, tmp_path):
   assert os.listdir(tmp_path / "dst") == ["keep.txt"]
 
 
+def test_inv_freq_buffers_are_ignored_unknown_tensors_are_not(gqa, tmp_path):
+  from safetensors.torch import load_file, save_file
+  model, single, _ = gqa
+  src = tmp_path / "src"
+  shutil.copytree(single, src)
+  tensors = load_file(src / "model.safetensors")
+  tensors["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # old conversions
+  save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+  convert.convert(src, tmp_path / "lj", "hf")
+  got = np.asarray(convert.load_model(tmp_path / "lj")(TOKENS))
+  assert np.abs(got - hf_logits(model, TOKENS)).max() <= 1e-4
+  tensors["model.layers.0.self_attn.q_proj.bias"] = torch.zeros(64)
+  save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+  with pytest.raises(CheckpointError, match=r"tensor\(s\) \['model.layers.0.self_attn.q_proj."
+                     r"bias'\] are not part of a LlamaForCausalLM"):
+    convert.convert(src, tmp_path / "lj2", "hf")
+
+
 def test_existing_destination_needs_overwrite(gqa, tmp_path):
   _, single, _ = gqa
   dst = tmp_path / "dst"
