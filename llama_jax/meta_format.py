@@ -203,6 +203,11 @@ def read_meta(src: str | os.PathLike, dtype: str | None = None,
   ModelConfig fields (e.g. bos_id, eos_id).
   """
   src = Path(src)
+  try:
+    import torch  # noqa: F401  (.pth files are torch zip archives)
+  except ImportError:
+    raise CheckpointError("reading Meta consolidated.*.pth checkpoints needs PyTorch: "
+                          "pip install torch (the CPU wheel is enough)") from None
   files = shard_files(src)
   shards = _Shards(files)
   cfg = read_params_json(src, shards, max_position_embeddings, **overrides)
