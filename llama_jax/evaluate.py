@@ -2,8 +2,11 @@
 
   # sliding-window perplexity (window = each length, stride 256) on local text files
   python -m llama_jax.evaluate --checkpoint=ckpt/llama2_7b --tokenizer=tokenizer.model \
-      --task=perplexity --files='data/pg19/*.txt' --lengths=2048,4096,8192 --stride=256 \
+      --task=perplexity --files='data/govreport/*.txt' --lengths=2048,4096,8192 --stride=256 \
       --out=results/
+  # ... or on a TFDS dataset prepared as ArrayRecord (read in place, no TensorFlow)
+  python -m llama_jax.evaluate ... --dataset=pg19 --split=test --tfds_data_dir=~/tfds \
+      --min_tokens=8192 --max_documents=50
   # the same model with YaRN s=4 applied at inference, truncated documents (one window each)
   python -m llama_jax.evaluate ... --task=perplexity --truncate --rope_type=yarn --factor=4 \
       --original_max_position_embeddings=4096 --compare=results/perplexity_llama2_7b.json
@@ -44,6 +47,10 @@ class Options:
   checkpoint: str = ""
   tokenizer: str = ""
   files: str = ""  # glob of UTF-8 text files, one document each (perplexity)
+  dataset: str = ""  # or a prepared TFDS dataset (ArrayRecord), e.g. pg19 (perplexity)
+  split: str = "test"
+  tfds_data_dir: str = ""
+  text_key: str = "text"
   lengths: Sequence[int] = ()
   stride: int = 256
   truncate: bool = False
@@ -99,30 +106,59 @@ def _expand(patterns: Sequence[str]) -> list[str]:
   return paths
 
 
+def _tokenize_documents(named_texts, tokenizer, min_tokens: int, max_documents: int,
+                        where: str) -> tuple[list[str], list[list[int]]]:
+  names, docs, seen = [], [], 0
+  for name, text in named_texts:
+    seen += 1
+    tokens = tokenizer.encode(text, bos=False, eos=False)
+    if len(tokens) >= max(1, min_tokens):
+      names.append(name)
+      docs.append(tokens)
+      if max_documents and len(docs) == max_documents:
+        break
+  if not docs:
+    raise ValueError(f"none of the {seen} documents of {where} has at least "
+                     f"{max(1, min_tokens)} tokens (--min_tokens={min_tokens})")
+  return names, docs
+
+
 def load_documents(pattern: str, tokenizer, min_tokens: int = 0, max_documents: int = 0
                    ) -> tuple[list[str], list[list[int]]]:
-  """(paths, token lists without BOS/EOS) of the UTF-8 files matching `pattern`, sorted by path."""
-  if not pattern:
-    raise ValueError("--files is required for --task=perplexity (a glob of UTF-8 text files)")
+  """(paths, token lists without BOS/EOS) of the UTF-8 files matching `pattern`, sorted by path;
+  documents shorter than `min_tokens` are skipped, at most `max_documents` are kept."""
   paths = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
   if not paths:
     raise FileNotFoundError(f"--files={pattern!r} matches no file")
-  kept_paths, docs = [], []
-  for path in paths:
-    try:
-      text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-      raise ValueError(f"{path} is not UTF-8 text ({e}); --files must select text files") from None
-    tokens = tokenizer.encode(text, bos=False, eos=False)
-    if len(tokens) >= max(1, min_tokens):
-      kept_paths.append(path)
-      docs.append(tokens)
-    if max_documents and len(docs) == max_documents:
-      break
-  if not docs:
-    raise ValueError(f"none of the {len(paths)} files matching {pattern!r} has at least "
-                     f"{max(1, min_tokens)} tokens (--min_tokens={min_tokens})")
-  return kept_paths, docs
+
+  def texts():
+    for path in paths:
+      try:
+        yield path, Path(path).read_text(encoding="utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text ({e}); --files must select text files"
+                         ) from None
+
+  return _tokenize_documents(texts(), tokenizer, min_tokens, max_documents, repr(pattern))
+
+
+def load_tfds_documents(name: str, split: str, data_dir: str, text_key: str, tokenizer,
+                        min_tokens: int = 0, max_documents: int = 0
+                        ) -> tuple[list[str], list[list[int]]]:
+  """Like `load_documents` for a prepared TFDS split read in place (ArrayRecord, no TensorFlow),
+  in the split's order."""
+  import numpy as np
+  from llama_jax.data import sources
+  source, size, _ = sources.open_tfds(name, data_dir, split)
+  where = f"--dataset={name!r} split {split!r}"
+  read = sources.record_reader(source, text_key, where)
+
+  def texts(chunk=64):
+    for start in range(0, size, chunk):
+      idx = np.arange(start, min(start + chunk, size))
+      yield from zip((f"{name}:{split}[{i}]" for i in idx), read(idx))
+
+  return _tokenize_documents(texts(), tokenizer, min_tokens, max_documents, where)
 
 
 def _load(opts: Options):
@@ -150,9 +186,16 @@ def _check_lengths(opts: Options):
 
 def run_perplexity(opts: Options) -> dict[str, Path]:
   _check_lengths(opts)
+  if bool(opts.files) == bool(opts.dataset):
+    raise ValueError("--task=perplexity needs exactly one of --files (a glob of UTF-8 text "
+                     "files) and --dataset (a prepared TFDS dataset such as pg19)")
   compare = [io.read_json(p) for p in _expand(opts.compare)]  # fail before the long part
   model, tok, rope = _load(opts)
-  paths, docs = load_documents(opts.files, tok, opts.min_tokens, opts.max_documents)
+  if opts.dataset:
+    paths, docs = load_tfds_documents(opts.dataset, opts.split, opts.tfds_data_dir,
+                                      opts.text_key, tok, opts.min_tokens, opts.max_documents)
+  else:
+    paths, docs = load_documents(opts.files, tok, opts.min_tokens, opts.max_documents)
   label = opts.label or _default_label(opts, rope)
   print(f"perplexity of {label}: {len(docs)} documents, {sum(map(len, docs))} tokens", flush=True)
   results = perplexity.evaluate(
@@ -161,6 +204,8 @@ def run_perplexity(opts: Options) -> dict[str, Path]:
   data = {"task": "perplexity", "label": label, "checkpoint": opts.checkpoint,
           "rope": rope.to_dict(), "mode": "truncated" if opts.truncate else "sliding",
           "stride": (None if opts.truncate else opts.stride), "dtype": opts.dtype or "checkpoint",
+          "source": ({"dataset": opts.dataset, "split": opts.split} if opts.dataset
+                     else {"files": opts.files}),
           "documents": paths, "document_tokens": [len(d) for d in docs], "results": results}
   out = Path(opts.out)
   written = {"json": io.write_json(out / f"perplexity_{_slug(label)}.json", data)}
@@ -237,7 +282,8 @@ def options_from_flags(f) -> Options:
       rope[name] = value
   return Options(
       task=f.task, out=f.out, checkpoint=f.checkpoint or "", tokenizer=f.tokenizer or "",
-      files=f.files, lengths=_csv(f.lengths, int), stride=f.stride, truncate=f.truncate,
+      files=f.files, dataset=f.dataset, split=f.split, tfds_data_dir=f.tfds_data_dir,
+      text_key=f.text_key, lengths=_csv(f.lengths, int), stride=f.stride, truncate=f.truncate,
       batch_size=f.batch_size, min_tokens=f.min_tokens, max_documents=f.max_documents,
       depths=_csv(f.depths, float), trials=f.trials, seed=f.seed, garbage_step=f.garbage_step,
       pad_multiple=f.pad_multiple, rope=rope, dtype=f.dtype, attention=f.attention,
@@ -251,6 +297,10 @@ def _define_flags():
   flags.DEFINE_string("checkpoint", None, "converted llama_jax checkpoint directory")
   flags.DEFINE_string("tokenizer", None, "sentencepiece .model file")
   flags.DEFINE_string("files", "", "perplexity: glob of UTF-8 text files, one document each")
+  flags.DEFINE_string("dataset", "", "perplexity: a prepared TFDS dataset, e.g. pg19")
+  flags.DEFINE_string("split", "test", "perplexity: the TFDS split")
+  flags.DEFINE_string("tfds_data_dir", "", "perplexity: where TFDS datasets live ('' = default)")
+  flags.DEFINE_string("text_key", "text", "perplexity: the TFDS feature holding the text")
   flags.DEFINE_string("lengths", "", "comma-separated context lengths (tokens)")
   flags.DEFINE_integer("stride", 256, "perplexity: sliding-window stride")
   flags.DEFINE_bool("truncate", False, "perplexity: cut each document to one window")

@@ -302,9 +302,10 @@ def main(argv):
   prompts = [tok.encode(p, bos=True, eos=False) for p in f.prompt]
   outs = generate(model, prompts, f.max_new_tokens, temperature=f.temperature, top_k=f.top_k,
                   top_p=f.top_p, eos_id=tok.eos_id if f.stop_at_eos else None, seed=f.seed)
-  for text, new in zip(f.prompt, outs):
-    # Ids past the tokenizer (a padded embedding table) have no text.
-    print(text + tok.decode([t for t in new if t != tok.eos_id and t < tok.vocab_size]))
+  for ids, new in zip(prompts, outs):
+    # Decoded together with the prompt so the first new word keeps its leading space; ids past
+    # the tokenizer (a padded embedding table) have no text.
+    print(tok.decode(ids + [t for t in new if t != tok.eos_id and t < tok.vocab_size]))
     print("-" * 40)
 
 

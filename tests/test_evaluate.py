@@ -302,7 +302,8 @@ def test_rope_overrides_and_bad_options(checkpoint, tok, tmp_path):
 
 def test_options_from_flags():
   flags = types.SimpleNamespace(
-      task="perplexity", out="o", checkpoint="c", tokenizer="t", files="*.txt",
+      task="perplexity", out="o", checkpoint="c", tokenizer="t", files="*.txt", dataset="",
+      split="test", tfds_data_dir="", text_key="text",
       lengths="1024,2048", stride=256, truncate=True, batch_size=1, min_tokens=0,
       max_documents=0, depths="0,0.5,1", trials=3, seed=0, garbage_step=128, pad_multiple=64,
       rope_json='{"beta_fast": 16}', dtype="", attention="", label="", results="",
@@ -327,3 +328,26 @@ def test_cli_plots_result_files(tmp_path):
       capture_output=True, text=True, env=env, timeout=120)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert _png(tmp_path / "plots" / "perplexity.png") and "wrote" in proc.stdout
+
+
+def test_documents_from_a_tfds_split(tok, monkeypatch):
+  from llama_jax.data import sources
+  records = [{"text": b"short"}, {"text": "def f(x):\n    return x * 2\n" * 5},
+             {"text": b"class A:\n    pass\n" * 5}, {"text": b"import os\n" * 9}]
+  monkeypatch.setattr(sources, "open_tfds", lambda name, data_dir, split: (records, 4, "1.0.0"))
+  names, docs = evaluate_lib.load_tfds_documents("pg19", "test", "", "text", tok, min_tokens=10,
+                                                 max_documents=2)
+  assert names == ["pg19:test[1]", "pg19:test[2]"]
+  assert docs[0] == tok.encode(records[1]["text"], bos=False)
+  assert docs[1] == tok.encode(records[2]["text"].decode(), bos=False)
+  with pytest.raises(ValueError, match="has at least 10000 tokens"):
+    evaluate_lib.load_tfds_documents("pg19", "test", "", "text", tok, min_tokens=10 ** 4)
+
+
+def test_a_missing_tfds_dataset_says_how_to_prepare_it(tok, tmp_path):
+  from llama_jax.tokenizer import DataError
+  with pytest.raises(DataError, match="tfds build pg19"):
+    evaluate_lib.load_tfds_documents("pg19", "test", str(tmp_path), "text", tok)
+  with pytest.raises(ValueError, match="exactly one of --files"):
+    evaluate_lib.run(evaluate_lib.Options(task="perplexity", out=str(tmp_path), lengths=[32],
+                                          files="*.txt", dataset="pg19"))

@@ -1,5 +1,6 @@
 """KV-cache generation against the uncached forward pass, HF `generate`, and NumPy sampling."""
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -296,3 +297,31 @@ def test_bad_arguments_are_rejected_with_clear_messages():
   with pytest.raises(ValueError, match="max_len=4 is too small"):
     gen.generate(model, [[1, 2, 3]], 4, max_len=4)
   assert gen.generate(model, [[1, 2], [3]], 0) == [[], []]
+
+
+def test_cli_generates_from_a_converted_checkpoint(tmp_path):
+  import subprocess
+  import sys
+  from llama_jax import convert
+  from llama_jax import tokenizer as tokenizer_lib
+  text = "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n" * 20
+  tok = tokenizer_lib.train_tokenizer([text], 300, tmp_path / "tok.model")
+  cfg = ModelConfig(vocab_size=320, d_model=32, n_layers=1, n_heads=2, ffn_dim=64,
+                    norm_eps=1e-5, init_std=0.3)
+  params = jax.tree.map(np.asarray, model_lib.to_params(model_lib.init(cfg)))
+  convert.save_converted(tmp_path / "ckpt", cfg, params)
+  prompts = ["def add(a, b):", "class Point"]
+  proc = subprocess.run(
+      [sys.executable, "-m", "llama_jax.generate", f"--checkpoint={tmp_path / 'ckpt'}",
+       f"--tokenizer={tok.path}", *(f"--prompt={p}" for p in prompts), "--max_new_tokens=8",
+       "--temperature=0.8", "--top_k=20", "--seed=1"],
+      capture_output=True, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"), timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  # Each prompt is printed followed by its continuation, the same as the Python API gives.
+  model = convert.load_model(tmp_path / "ckpt")
+  ids = [tok.encode(p, bos=True) for p in prompts]
+  outs = gen.generate(model, ids, 8, temperature=0.8, top_k=20, seed=1, eos_id=tok.eos_id)
+  for p, prompt_ids, new in zip(prompts, ids, outs):
+    expected = tok.decode(prompt_ids + [t for t in new if t != tok.eos_id and t < tok.vocab_size])
+    assert expected.startswith(p) and len(expected) > len(p)
+    assert expected in proc.stdout

@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
         "them. I will quiz you about the important information there.")
-GARBAGE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+GARBAGE = ("The grass is green. The sky is blue. The sun is yellow. Here we go. "
+           "There and back again.")
 QUESTION = "What is the pass key? The pass key is"
 MAX_KEY = 50000
 MAX_NEW_TOKENS = 10
