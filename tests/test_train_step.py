@@ -47,6 +47,10 @@ def make_batches(n, b=B, t=T, seed=0, vocab=256):
   return out
 
 
+def relative_error(a, b) -> float:
+  return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) / np.linalg.norm(np.asarray(b)))
+
+
 def mesh_cfg(**axes):
   return dict(dict(data=1, fsdp=1, tensor=1, sequence=1), **axes)
 
@@ -139,8 +143,9 @@ def test_meshes_give_the_same_losses_and_shard_the_parameters():
     for got, want in zip(history, ref_history):
       assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), name
       assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4), name
-    # Adam turns float noise in near-zero gradients into up to ~1% of an lr-sized step.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
+    # Adam can turn float noise in a near-zero gradient into a visible change of that one
+    # element (its update is ~lr * sign(g)), so parameters are compared as whole tensors.
+    jax.tree.map(lambda a, b: relative_error(a, b) < 1e-4 or pytest.fail(name),
                  params, ref_params)
 
 
@@ -148,9 +153,13 @@ def test_meshes_give_the_same_losses_and_shard_the_parameters():
 def test_grad_accumulation_equals_the_full_batch():
   batches = make_batches(2, seed=5)
   axes = {"data": 2, "fsdp": 2}
-  s1, h1, _, _ = train(axes, batches, accum=1, steps=2)
-  s2, h2, _, _ = train(axes, batches, accum=2, steps=2)
-  s4, h4, _, _ = train({"data": 2}, batches, accum=4, steps=2)
+  # Adam's first updates are ~lr * g / (|g| + eps): with a small eps, float noise in a
+  # near-zero gradient flips whole updates. eps=1 makes the update proportional to the
+  # gradient, so the parameters show the gradients' agreement element by element.
+  ocfg = optim_cfg(eps=1.0, peak_lr=1.0)
+  s1, h1, _, _ = train(axes, batches, accum=1, steps=2, ocfg=ocfg)
+  s2, h2, _, _ = train(axes, batches, accum=2, steps=2, ocfg=ocfg)
+  s4, h4, _, _ = train({"data": 2}, batches, accum=4, steps=2, ocfg=ocfg)
   for other in (h2, h4):
     for a, b in zip(h1, other):
       assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-6)
@@ -158,8 +167,8 @@ def test_grad_accumulation_equals_the_full_batch():
       assert a["tokens"] == b["tokens"]
   for other in (s2, s4):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
-                                                         rtol=1e-5, atol=1e-6),
-                 s1.params, other.params)
+                                                         rtol=1e-5, atol=1e-7),
+                 other.params, s1.params)
   assert int(s2.step) == 2
 
 
