@@ -1,4 +1,4 @@
-"""Long-context evaluation of a converted checkpoint: `python -m llama_jax.evaluate`.
+r"""Long-context evaluation of a converted checkpoint: `python -m llama_jax.evaluate`.
 
   # sliding-window perplexity (window = each length, stride 256) on local text files
   python -m llama_jax.evaluate --checkpoint=ckpt/llama2_7b --tokenizer=tokenizer.model \
@@ -290,52 +290,59 @@ def options_from_flags(f) -> Options:
       label=f.label, results=_csv(f.results, str), compare=_csv(f.compare, str))
 
 
-def _define_flags():
+_FLAGS = (  # (kind, name, default, help)
+    ("string", "out", None, "results directory (JSON + PNG)"),
+    ("string", "checkpoint", None, "converted llama_jax checkpoint directory"),
+    ("string", "tokenizer", None, "sentencepiece .model file"),
+    ("string", "files", "", "perplexity: glob of UTF-8 text files, one document each"),
+    ("string", "dataset", "", "perplexity: a prepared TFDS dataset, e.g. pg19"),
+    ("string", "split", "test", "perplexity: the TFDS split"),
+    ("string", "tfds_data_dir", "", "perplexity: where TFDS datasets live ('' = default)"),
+    ("string", "text_key", "text", "perplexity: the TFDS feature holding the text"),
+    ("string", "lengths", "", "comma-separated context lengths (tokens)"),
+    ("integer", "stride", 256, "perplexity: sliding-window stride"),
+    ("bool", "truncate", False, "perplexity: cut each document to one window"),
+    ("integer", "batch_size", 1, "windows / prompts per model call"),
+    ("integer", "min_tokens", 0, "perplexity: skip documents shorter than this"),
+    ("integer", "max_documents", 0, "perplexity: use at most this many documents (0 = all)"),
+    ("string", "depths", "0,0.25,0.5,0.75,1", "passkey: key depths in [0, 1]"),
+    ("integer", "trials", 10, "passkey: random keys per length and depth"),
+    ("integer", "seed", 0, "passkey: key seed"),
+    ("integer", "garbage_step", 128, "passkey: garbage length granularity (characters)"),
+    ("integer", "pad_multiple", 64, "passkey: pad prompts to a multiple of this"),
+    ("string", "rope_json", "", "RoPE overrides as JSON (or a JSON file), HF field names"),
+    ("string", "rope_type", None, "RoPE override: method"),
+    *(("integer" if name == "original_max_position_embeddings" else "float", name, None,
+       f"RoPE override: {name}") for name in ROPE_FLAGS[1:]),
+    ("string", "dtype", "", "compute dtype override (float32 | bfloat16)"),
+    ("string", "attention", "", "attention kernel override (xla | chunked | ...)"),
+    ("string", "label", "", "name of this run in results and plots"),
+    ("string", "results", "", "task=plot: comma-separated result JSONs or globs"),
+    ("string", "compare", "", "task=perplexity: earlier result JSONs to plot alongside"),
+)
+
+
+def define_flags(flag_values=None):
+  """Defines the CLI's flags on `flag_values` (default: absl's global flags)."""
   from absl import flags
-  flags.DEFINE_enum("task", None, list(TASKS), "what to run")
-  flags.DEFINE_string("out", None, "results directory (JSON + PNG)")
-  flags.DEFINE_string("checkpoint", None, "converted llama_jax checkpoint directory")
-  flags.DEFINE_string("tokenizer", None, "sentencepiece .model file")
-  flags.DEFINE_string("files", "", "perplexity: glob of UTF-8 text files, one document each")
-  flags.DEFINE_string("dataset", "", "perplexity: a prepared TFDS dataset, e.g. pg19")
-  flags.DEFINE_string("split", "test", "perplexity: the TFDS split")
-  flags.DEFINE_string("tfds_data_dir", "", "perplexity: where TFDS datasets live ('' = default)")
-  flags.DEFINE_string("text_key", "text", "perplexity: the TFDS feature holding the text")
-  flags.DEFINE_string("lengths", "", "comma-separated context lengths (tokens)")
-  flags.DEFINE_integer("stride", 256, "perplexity: sliding-window stride")
-  flags.DEFINE_bool("truncate", False, "perplexity: cut each document to one window")
-  flags.DEFINE_integer("batch_size", 1, "windows / prompts per model call")
-  flags.DEFINE_integer("min_tokens", 0, "perplexity: skip documents shorter than this")
-  flags.DEFINE_integer("max_documents", 0, "perplexity: use at most this many documents (0 = all)")
-  flags.DEFINE_string("depths", "0,0.25,0.5,0.75,1", "passkey: key depths in [0, 1]")
-  flags.DEFINE_integer("trials", 10, "passkey: random keys per length and depth")
-  flags.DEFINE_integer("seed", 0, "passkey: key seed")
-  flags.DEFINE_integer("garbage_step", 128, "passkey: garbage length granularity (characters)")
-  flags.DEFINE_integer("pad_multiple", 64, "passkey: pad prompts to a multiple of this")
-  flags.DEFINE_string("rope_json", "", "RoPE overrides as JSON (or a JSON file), HF field names")
-  flags.DEFINE_string("rope_type", None, "RoPE override: method")
-  for name in ROPE_FLAGS[1:]:
-    if name == "original_max_position_embeddings":
-      flags.DEFINE_integer(name, None, f"RoPE override: {name}")
-    else:
-      flags.DEFINE_float(name, None, f"RoPE override: {name}")
-  flags.DEFINE_string("dtype", "", "compute dtype override (float32 | bfloat16)")
-  flags.DEFINE_string("attention", "", "attention kernel override (xla | chunked | ...)")
-  flags.DEFINE_string("label", "", "name of this run in results and plots")
-  flags.DEFINE_string("results", "", "task=plot: comma-separated result JSONs or globs")
-  flags.DEFINE_string("compare", "", "task=perplexity: earlier result JSONs to plot alongside")
-  flags.mark_flags_as_required(["task", "out"])
+  fv = flags.FLAGS if flag_values is None else flag_values
+  flags.DEFINE_enum("task", None, list(TASKS), "what to run", flag_values=fv)
+  for kind, name, default, help_text in _FLAGS:
+    getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=fv)
+  flags.mark_flags_as_required(["task", "out"], flag_values=fv)
 
 
-def main(argv):
+def main(argv, flag_values=None):
+  """The CLI. `flag_values` defaults to absl's global flags (see `define_flags`)."""
   from absl import flags
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments {argv[1:]}")
-  for name, path in run(options_from_flags(flags.FLAGS)).items():
+  f = flags.FLAGS if flag_values is None else flag_values
+  for name, path in run(options_from_flags(f)).items():
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
   from absl import app
-  _define_flags()
+  define_flags()
   app.run(main)

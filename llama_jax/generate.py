@@ -54,7 +54,8 @@ class PaddedPrompts(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Sampler:
-  """How a token is drawn from logits; hashable so it can be a static jit argument."""
+  """How a token is drawn from logits. Only `mode` shapes the compiled decode loop;
+  temperature and top_p are passed as values, so changing them does not recompile."""
   temperature: float = 0.0
   top_k: int = 0
   top_p: float = 1.0
@@ -82,6 +83,8 @@ def pad_prompts(prompts: Sequence[Sequence[int]], pad_multiple: int = 1,
   """
   if isinstance(prompts, (str, bytes)) or not len(prompts):
     raise ValueError("prompts must be a non-empty list of token-id lists")
+  if not (isinstance(pad_multiple, (int, np.integer)) and pad_multiple >= 1):
+    raise ValueError(f"pad_multiple={pad_multiple!r} must be an integer >= 1")
   rows = []
   for i, p in enumerate(prompts):
     row = np.asarray(p)
@@ -232,8 +235,6 @@ def generate_array(model, prompts, max_new_tokens: int, *, sampler: Sampler = Sa
   """`generate` without the per-row cut: the raw token array and the number of steps."""
   if not (isinstance(max_new_tokens, (int, np.integer)) and max_new_tokens >= 1):
     raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
-  if not (isinstance(pad_multiple, (int, np.integer)) and pad_multiple >= 1):
-    raise ValueError(f"pad_multiple={pad_multiple!r} must be an integer >= 1")
   vocab = model.cfg.vocab_size
   if eos_id is not None and not 0 <= eos_id < vocab:
     raise ValueError(f"eos_id={eos_id} is outside the model's vocabulary [0, {vocab})")
@@ -290,12 +291,15 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
 
 
 # ------------------------------------------------------------------------------------- CLI
-def main(argv):
-  del argv
+def main(argv, flag_values=None):
+  """The CLI: prints each prompt with its continuation. `flag_values` defaults to absl's global
+  flags (tests pass their own `FlagValues`, defined with `define_flags`)."""
   from absl import flags
   from llama_jax import convert, tokenizer as tokenizer_lib
 
-  f = flags.FLAGS
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments {argv[1:]}")
+  f = flags.FLAGS if flag_values is None else flag_values
   tok = tokenizer_lib.Tokenizer(f.tokenizer)
   tokenizer_lib.check_vocab(tok, convert.load_config(f.checkpoint).vocab_size)
   model = convert.load_model(f.checkpoint, dtype=f.dtype or None)
@@ -309,22 +313,27 @@ def main(argv):
     print("-" * 40)
 
 
-def _define_flags():
+def define_flags(flag_values=None):
   from absl import flags
-  flags.DEFINE_string("checkpoint", None, "converted llama_jax checkpoint directory")
-  flags.DEFINE_string("tokenizer", None, "sentencepiece .model file")
-  flags.DEFINE_multi_string("prompt", None, "prompt text (repeat the flag for a batch)")
-  flags.DEFINE_integer("max_new_tokens", 128, "tokens to generate per prompt")
-  flags.DEFINE_float("temperature", 0.0, "0 = greedy")
-  flags.DEFINE_integer("top_k", 0, "keep the k most probable tokens when sampling (0 = all)")
-  flags.DEFINE_float("top_p", 1.0, "nucleus probability when sampling (1 = all)")
-  flags.DEFINE_integer("seed", 0, "sampling seed")
-  flags.DEFINE_string("dtype", "", "compute dtype override (float32 | bfloat16)")
-  flags.DEFINE_bool("stop_at_eos", True, "stop a prompt at the tokenizer's EOS")
-  flags.mark_flags_as_required(["checkpoint", "tokenizer", "prompt"])
+  fv = flags.FLAGS if flag_values is None else flag_values
+  flags.DEFINE_string("checkpoint", None, "converted llama_jax checkpoint directory",
+                      flag_values=fv)
+  flags.DEFINE_string("tokenizer", None, "sentencepiece .model file", flag_values=fv)
+  flags.DEFINE_multi_string("prompt", None, "prompt text (repeat the flag for a batch)",
+                            flag_values=fv)
+  flags.DEFINE_integer("max_new_tokens", 128, "tokens to generate per prompt", flag_values=fv)
+  flags.DEFINE_float("temperature", 0.0, "0 = greedy", flag_values=fv)
+  flags.DEFINE_integer("top_k", 0, "keep the k most probable tokens when sampling (0 = all)",
+                       flag_values=fv)
+  flags.DEFINE_float("top_p", 1.0, "nucleus probability when sampling (1 = all)",
+                     flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
+  flags.DEFINE_string("dtype", "", "compute dtype override (float32 | bfloat16)", flag_values=fv)
+  flags.DEFINE_bool("stop_at_eos", True, "stop a prompt at the tokenizer's EOS", flag_values=fv)
+  flags.mark_flags_as_required(["checkpoint", "tokenizer", "prompt"], flag_values=fv)
 
 
 if __name__ == "__main__":
   from absl import app
-  _define_flags()
+  define_flags()
   app.run(main)

@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import sysconfig
-import types
 from pathlib import Path
 
 import jax
@@ -300,20 +299,21 @@ def test_rope_overrides_and_bad_options(checkpoint, tok, tmp_path):
     evaluate_lib.run(evaluate_lib.Options(task="passkey", lengths=[128], depths=[1.5], **common))
 
 
-def test_options_from_flags():
-  flags = types.SimpleNamespace(
-      task="perplexity", out="o", checkpoint="c", tokenizer="t", files="*.txt", dataset="",
-      split="test", tfds_data_dir="", text_key="text",
-      lengths="1024,2048", stride=256, truncate=True, batch_size=1, min_tokens=0,
-      max_documents=0, depths="0,0.5,1", trials=3, seed=0, garbage_step=128, pad_multiple=64,
-      rope_json='{"beta_fast": 16}', dtype="", attention="", label="", results="",
-      compare="a.json,b.json", **{name: None for name in evaluate_lib.ROPE_FLAGS})
-  flags.rope_type, flags.factor, flags.original_max_position_embeddings = "yarn", 4.0, 4096
-  opts = evaluate_lib.options_from_flags(flags)
-  assert opts.lengths == [1024, 2048] and opts.depths == [0.0, 0.5, 1.0]
+def test_options_from_flags(tmp_path):
+  from absl import flags
+  (tmp_path / "rope.json").write_text('{"beta_fast": 16, "factor": 2.0}')
+  fv = flags.FlagValues()
+  evaluate_lib.define_flags(fv)
+  fv(["evaluate", "--task=perplexity", "--out=o", "--checkpoint=c", "--tokenizer=t",
+      "--files=*.txt", "--lengths=1024,2048", "--truncate", "--depths=0,0.5,1",
+      f"--rope_json={tmp_path / 'rope.json'}", "--rope_type=yarn", "--factor=4",
+      "--original_max_position_embeddings=4096", "--compare=a.json,b.json"])
+  opts = evaluate_lib.options_from_flags(fv)
+  assert opts.lengths == [1024, 2048] and opts.depths == [0.0, 0.5, 1.0] and opts.truncate
+  # Flags win over the JSON; fields not given stay unset (the checkpoint's values are kept).
   assert opts.rope == {"beta_fast": 16, "rope_type": "yarn", "factor": 4.0,
                        "original_max_position_embeddings": 4096}
-  assert opts.compare == ["a.json", "b.json"] and opts.truncate
+  assert opts.compare == ["a.json", "b.json"] and opts.stride == 256
 
 
 def test_cli_plots_result_files(tmp_path):
