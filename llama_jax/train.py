@@ -53,6 +53,10 @@ _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 for multi-process runs.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num).")
+_LOCAL_DEVICES = flags.DEFINE_list(
+    "local_device_ids", None, "Accelerators this process drives, e.g. 0,1,2,3,4,5,6,7 for one "
+    "process per 8-GPU node under SLURM (JAX's SLURM default is one GPU per process: the "
+    "GPU numbered SLURM_LOCALID).")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "auto: initialize jax.distributed when the flags above are given, on TPU VMs, or in a "
@@ -70,8 +74,8 @@ def _in_cluster() -> bool:
 
 
 def initialize_distributed(mode: str = "auto", coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> bool:
+                           num_processes: int | None = None, process_id: int | None = None,
+                           local_device_ids=None) -> bool:
   """Starts jax.distributed when this is (possibly) one of several processes; True if started."""
   import jax
   explicit = (coordinator_address, num_processes, process_id)
@@ -88,8 +92,11 @@ def initialize_distributed(mode: str = "auto", coordinator_address: str | None =
   if jax.config.jax_platforms in (None, "", "cpu") or "cpu" in str(jax.config.jax_platforms):
     # CPU devices need a collectives backend to talk across processes.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if local_device_ids is not None:
+    local_device_ids = [int(i) for i in local_device_ids]
   jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+                             num_processes=num_processes, process_id=process_id,
+                             local_device_ids=local_device_ids)
   return True
 
 
@@ -343,7 +350,7 @@ def main(argv):
     # Everything that needs no device is checked before jax.distributed connects to anyone.
     config_lib.validate(config)
     initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                           _PROCESS_ID.value)
+                           _PROCESS_ID.value, _LOCAL_DEVICES.value)
     run(config, workdir)
   except _user_errors() as e:
     # A mistake in the config or the inputs: the message says what to change; no traceback.
