@@ -21,9 +21,9 @@ scored tokens).
 Cost: windows of one length are batched (`batch_size` rows) and right-padded to W, so one jitted
 scoring function per window shape serves a whole length. Padding sits at position 0 with segment
 id 0: causal attention never reaches it and length-dependent RoPE methods see each window's own
-length (max position + 1), exactly as if the window had been run alone. Logits are never formed
-for the whole window at once: the NLL is computed from the final hidden states in chunks
-(`loss.token_nll`).
+length (max position + 1), exactly as if the window had been run alone. Logits exist for at
+most `chunk_size` positions at a time: the NLL is computed from the final hidden states in
+chunks (`loss.token_nll`), so a 64k-token window never holds [64k, vocab] logits.
 """
 from __future__ import annotations
 
