@@ -215,6 +215,8 @@ def run(config, workdir: str, devices=None) -> RunResult:
     eval_start = copy.deepcopy(eval_it.get_state())
 
   mesh = sharding.make_mesh(c.mesh, devices)
+  # Outside the mesh context: on CPU this times a matmul on one device.
+  peak, peak_source = metrics.peak_flops_per_device(devices[0], cfg.dtype)
   tx, schedule = train_step.make_optimizer(cfg, c.optim, c.steps)
   with jax.set_mesh(mesh):
     abstract = train_step.abstract_state(cfg, tx, c.seed)
@@ -244,7 +246,6 @@ def run(config, workdir: str, devices=None) -> RunResult:
 
       flops_per_token = cfg.flops_per_token(c.seq_len)
       state_bytes = max(sharding.bytes_per_device(state).values())
-      peak, peak_source = metrics.peak_flops_per_device(devices[0], cfg.dtype)
       say(_summary(tc, mesh, len(devices), state_bytes, flops_per_token))
       say(f"start     {origin}; workdir {workdir}")
       say(f"peak      {peak / 1e12:,.3g} TFLOP/s per device ({peak_source})")
