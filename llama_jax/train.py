@@ -311,7 +311,9 @@ def run(config, workdir: str, devices=None) -> RunResult:
           evaluate(step, state.params)
         if c.checkpoint_every and step % c.checkpoint_every == 0:
           mgr.save(step, state, train_it.get_state())
-        if guard.should_stop:
+        # With several processes the stop flag is agreed through a collective, which waits for
+        # the devices; polling it only at log steps keeps the host running ahead of them.
+        if (n_proc == 1 or step % c.log_every == 0) and guard.should_stop:
           result.stopped_early = True
           break
 

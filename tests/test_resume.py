@@ -45,9 +45,17 @@ def command(corpus: Path, cache: Path, workdir: Path) -> list[str]:
           f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in flags.items())]
 
 
+COMPILATION_CACHE = None  # set by the `straight` fixture: later runs reuse its executables
+
+
 def environment() -> dict:
-  return dict(os.environ, JAX_PLATFORMS="cpu",
-              XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  if COMPILATION_CACHE:
+    env.update(JAX_COMPILATION_CACHE_DIR=str(COMPILATION_CACHE),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return env
 
 
 def run_to_end(cmd) -> subprocess.CompletedProcess:
@@ -101,8 +109,10 @@ def final_params(workdir: Path):
 
 @pytest.fixture(scope="module")
 def straight(corpus, tmp_path_factory):
+  global COMPILATION_CACHE
   base = tmp_path_factory.mktemp("straight")
   cache = base / "cache"
+  COMPILATION_CACHE = base / "xla_cache"
   run_to_end(command(corpus, cache, base / "run"))
   return base / "run", cache
 
