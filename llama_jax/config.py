@@ -12,8 +12,8 @@ what is allowed, instead of after minutes of compilation:
 - loop sizes (steps, batch divisible by grad_accum and by the process count, seq_len within the
   model's positions, eval/checkpoint intervals);
 - data (files matched by the glob exist and are files, tokenizer file exists and has no more
-  tokens than the model has embedding rows) and `init_from` (a converted checkpoint or a training workdir
-  whose parameter shapes match the model);
+  tokens than the model has embedding rows) and `init_from` (a converted checkpoint or a
+  training workdir whose parameter shapes match the model);
 - the mesh (through `sharding.validate_mesh`: axes divide the devices, heads, batch, ...), when
   the device count is known. Recipe tests pass a hypothetical count.
 """

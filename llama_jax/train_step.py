@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from llama_jax import logical_axes
 from llama_jax import loss as loss_lib
@@ -170,7 +169,3 @@ def make_eval_step(model_cfg: ModelConfig, rules: Rules | None = None,
     return _loss_sums(graphdef, params, {k: batch[k] for k in BATCH_KEYS}, loss_chunk)
 
   return jax.jit(eval_step)
-
-
-def replicated(mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())

@@ -19,7 +19,6 @@ from jax.sharding import AbstractMesh, AxisType
 
 from configs import base
 from llama_jax import config as config_lib
-from llama_jax import sharding
 from llama_jax import train_step
 from llama_jax.model_config import ModelConfig
 

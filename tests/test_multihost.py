@@ -16,7 +16,6 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from configs import base
 from llama_jax import config as config_lib
 from llama_jax import train
 

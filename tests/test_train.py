@@ -5,7 +5,6 @@ A small corpus of standard-library files, a tokenizer trained on it, a tiny mode
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sysconfig
 import warnings
@@ -24,7 +23,6 @@ from llama_jax import model as model_lib
 from llama_jax import sharding
 from llama_jax import train
 from llama_jax import train_step
-from llama_jax.model_config import ModelConfig
 
 
 @pytest.fixture(scope="module")

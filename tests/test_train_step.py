@@ -3,7 +3,6 @@
 8 simulated CPU devices (tests/conftest.py), tiny models, float32.
 """
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
