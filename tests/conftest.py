@@ -1,7 +1,10 @@
 """Test setup: 8 simulated CPU devices, float32, deterministic; shared HF model builders."""
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# LLVM optimisation level 0 cuts the suite's compile time by about a third; the HLO passes
+# (fusion, buffer assignment, hence numerics and memory analyses) are unchanged.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
