@@ -39,6 +39,13 @@ def corpus(tmp_path_factory) -> Path:
   return root
 
 
+def xla_flags(devices: int) -> str:
+  """This session's XLA_FLAGS (tests/conftest.py) with another simulated CPU device count."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count=")]
+  return " ".join([f"--xla_force_host_platform_device_count={devices}", *flags])
+
+
 def settings(corpus: Path, cache: Path) -> dict:
   return dict(SETTINGS, **{"data.files": str(corpus / "*.txt"), "data.cache_dir": str(cache)})
 
@@ -64,8 +71,7 @@ def test_two_processes_match_one_process(corpus, tmp_path):
 
   port = portpicker.pick_unused_port()
   workdir = tmp_path / "multi"
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(4))
   procs = []
   for pid in range(2):
     cmd = [sys.executable, "-m", "llama_jax.train", "--config=configs/tiny.py",

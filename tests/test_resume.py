@@ -45,12 +45,18 @@ def command(corpus: Path, cache: Path, workdir: Path) -> list[str]:
           f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in flags.items())]
 
 
+def xla_flags(devices: int) -> str:
+  """This session's XLA_FLAGS (tests/conftest.py) with another simulated CPU device count."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count=")]
+  return " ".join([f"--xla_force_host_platform_device_count={devices}", *flags])
+
+
 COMPILATION_CACHE = None  # set by the `straight` fixture: later runs reuse its executables
 
 
 def environment() -> dict:
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(2))
   if COMPILATION_CACHE:
     env.update(JAX_COMPILATION_CACHE_DIR=str(COMPILATION_CACHE),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
