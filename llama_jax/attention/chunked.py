@@ -52,8 +52,10 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
 
   nq, nk = -(-t // bq), -(-s // bk)
   g = h // n_kv
-  # [nq, B, K, G, bq, D]: the scanned block axis leads; heads before rows for batched matmuls.
+  # Blocks lead (the scanned axis), then [B, K]; a query block's G*bq rows are its group's heads
+  # times its positions: qb [nq, B, K, G*bq, D], kb/vb [nk, B, K, bk, D].
   qb = _pad(q, 1, nq * bq).reshape(b, nq, bq, n_kv, g, d).transpose(1, 0, 3, 4, 2, 5)
+  qb = qb.reshape(nq, b, n_kv, g * bq, d)
   kb = _pad(k, 1, nk * bk).reshape(b, nk, bk, n_kv, d).transpose(1, 0, 3, 2, 4)
   vb = _pad(v, 1, nk * bk).reshape(b, nk, bk, n_kv, d).transpose(1, 0, 3, 2, 4)
   if q_segment_ids is None:
@@ -64,8 +66,8 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
     ks = _pad(kv_segment_ids.astype(jnp.int32), 1, nk * bk, value=-2)
     segs = (qs.reshape(b, nq, bq).swapaxes(0, 1), ks.reshape(b, nk, bk).swapaxes(0, 1))
   q_offset = jnp.asarray(q_offset, jnp.int32)
-  out = _flash(_Static(bq, bk, s, scale), qb, kb, vb, segs, q_offset)
-  out = out.transpose(1, 0, 4, 2, 3, 5).reshape(b, nq * bq, h, d)
+  out = _flash(_Static(bq, bk, s, scale, g), qb, kb, vb, segs, q_offset)
+  out = out.reshape(nq, b, n_kv, g, bq, d).transpose(1, 0, 4, 2, 3, 5).reshape(b, nq * bq, h, d)
   return out[:, :t]
 
 
@@ -79,27 +81,30 @@ def _pad(x, axis, size, value=0):
 
 
 class _Static(tuple):
-  """Hashable static parameters: (block_q, block_k, true key length, scale)."""
+  """Hashable static parameters: block sizes, true key length, scale, query heads per kv head."""
 
-  def __new__(cls, bq, bk, s, scale):
-    return super().__new__(cls, (bq, bk, s, scale))
+  def __new__(cls, bq, bk, s, scale, g):
+    return super().__new__(cls, (bq, bk, s, scale, g))
 
   bq = property(lambda self: self[0])
   bk = property(lambda self: self[1])
   s = property(lambda self: self[2])
   scale = property(lambda self: self[3])
+  g = property(lambda self: self[4])
 
 
-def _block_mask(st: _Static, i, j, q_offset, segs):
-  """bool[B|1, 1, 1, bq, bk] for query block i against key block j."""
+def _visible(st: _Static, i, j, q_offset, segs, keys_first=False):
+  """bool[B|1, bq, bk] (or [B|1, bk, bq]): which keys of block j block i's queries may see."""
   q_idx = q_offset + i * st.bq + jnp.arange(st.bq)
   kv_idx = j * st.bk + jnp.arange(st.bk)
-  mask = (kv_idx[None, :] <= q_idx[:, None]) & (kv_idx < st.s)[None, :]
+  qa, ka = (1, 0) if keys_first else (0, 1)  # axes of queries and keys in the result
+  expand = lambda x, axis: jnp.expand_dims(x, 1 - axis)  # noqa: E731
+  mask = (expand(kv_idx, ka) <= expand(q_idx, qa)) & expand(kv_idx < st.s, ka)
   mask = mask[None]
   if segs is not None:
     qs, ks = segs
-    mask = mask & (qs[i][:, :, None] == ks[j][:, None, :])
-  return mask[:, None, None]
+    mask = mask & (jnp.expand_dims(qs[i], 2 - qa) == jnp.expand_dims(ks[j], 2 - ka))
+  return mask
 
 
 def _key_block_end(st: _Static, i, q_offset, nk):
@@ -113,38 +118,41 @@ def _query_block_start(st: _Static, j, q_offset, nq):
   return jnp.clip((j * st.bk - q_offset) // st.bq, 0, nq)
 
 
-def _scores(st, qi, kj, mask):
-  s = jnp.einsum("bkgqd,bksd->bkgqs", qi, kj, preferred_element_type=jnp.float32) * st.scale
-  return jnp.where(mask, s, MASK_VALUE)
-
-
+# Layouts. Every matmul below is written in the form XLA's CPU and GPU emitters take without a
+# transposing copy — lhs [batch, M, K], rhs [batch, K, N] — so the [rows, keys] score-sized
+# tensors are never transposed; only the head_dim-wide q/k/dO blocks are, once, outside the
+# loops. The forward works on scores [.., G*bq, bk]; the backward on their transpose
+# [.., bk, G*bq], which makes dK and dV plain products and dQ a product of transposes.
 def _forward(st: _Static, qb, kb, vb, segs, q_offset):
-  nq, b, n_kv, g, bq, d = qb.shape
+  nq, b, n_kv, rows, d = qb.shape
   nk = kb.shape[0]
+  kt = jnp.swapaxes(kb, -1, -2)  # [nk, B, K, D, bk]
 
   def query_block(_, i):
     qi = qb[i]
 
     def key_block(j, carry):
       acc, m, l = carry
-      s = _scores(st, qi, kb[j], _block_mask(st, i, j, q_offset, segs))
+      s = jnp.einsum("bkmd,bkds->bkms", qi, kt[j], preferred_element_type=jnp.float32)
+      mask = _visible(st, i, j, q_offset, segs)[:, None, None]  # [B|1, 1, 1, bq, bk]
+      s = jnp.where(mask, (s * st.scale).reshape(b, n_kv, st.g, st.bq, st.bk), MASK_VALUE)
+      s = s.reshape(b, n_kv, rows, st.bk)
       m_new = jnp.maximum(m, jnp.max(s, axis=-1))
       p = jnp.exp(s - m_new[..., None])
       alpha = jnp.exp(m - m_new)
       l = alpha * l + jnp.sum(p, axis=-1)
-      pv = jnp.einsum("bkgqs,bksd->bkgqd", p.astype(vb.dtype), vb[j],
+      pv = jnp.einsum("bkms,bksd->bkmd", p.astype(vb.dtype), vb[j],
                       preferred_element_type=jnp.float32)
       return acc * alpha[..., None] + pv, m_new, l
 
-    init = (jnp.zeros((b, n_kv, g, bq, d), jnp.float32),
-            jnp.full((b, n_kv, g, bq), -jnp.inf, jnp.float32),
-            jnp.zeros((b, n_kv, g, bq), jnp.float32))
+    init = (jnp.zeros((b, n_kv, rows, d), jnp.float32),
+            jnp.full((b, n_kv, rows), -jnp.inf, jnp.float32),
+            jnp.zeros((b, n_kv, rows), jnp.float32))
     acc, m, l = jax.lax.fori_loop(0, _key_block_end(st, i, q_offset, nk), key_block, init)
-    out = (acc / l[..., None]).astype(qb.dtype)
-    return None, (out, m + jnp.log(l))
+    return None, ((acc / l[..., None]).astype(qb.dtype), m + jnp.log(l))
 
   _, (out, lse) = jax.lax.scan(query_block, None, jnp.arange(nq))
-  return out, lse  # [nq, B, K, G, bq, D], f32[nq, B, K, G, bq]
+  return out, lse  # [nq, B, K, G*bq, D], f32[nq, B, K, G*bq]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -159,35 +167,42 @@ def _flash_fwd(st, qb, kb, vb, segs, q_offset):
 
 def _flash_bwd(st, residuals, d_out):
   qb, kb, vb, segs, q_offset, out, lse = residuals
-  nq, nk = qb.shape[0], kb.shape[0]
-  # delta_i = sum_d dO_i * O_i = sum_j P_ij dP_ij: the softmax Jacobian's diagonal term.
+  nq, b, n_kv, rows, d = qb.shape
+  nk = kb.shape[0]
+  # delta = rowsum(dO * O) = sum_j P_ij dP_ij: the softmax Jacobian's diagonal term.
   delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)
+  qt = jnp.swapaxes(qb, -1, -2)  # [nq, B, K, D, G*bq]
+  dot = jnp.swapaxes(d_out, -1, -2)
+  kt = jnp.swapaxes(kb, -1, -2)  # [nk, B, K, D, bk]
 
-  def key_block(dq, j):
-    kj, vj = kb[j], vb[j]
+  def key_block(dqt, j):
+    kj, vj, ktj = kb[j], vb[j], kt[j]
 
     def query_block(i, carry):
-      dq, dk, dv = carry
-      qi, doi = qb[i], d_out[i]
-      s = _scores(st, qi, kj, _block_mask(st, i, j, q_offset, segs))
-      p = jnp.exp(s - lse[i][..., None])
-      dv = dv + jnp.einsum("bkgqs,bkgqd->bksd", p.astype(doi.dtype), doi,
+      dqt, dk, dv = carry
+      # Transposed scores [B, K, bk, G*bq], recomputed; probabilities from the saved lse.
+      s = jnp.einsum("bksd,bkdm->bksm", kj, qt[i], preferred_element_type=jnp.float32)
+      mask = _visible(st, i, j, q_offset, segs, keys_first=True)[:, None, :, None]
+      s = jnp.where(mask, (s * st.scale).reshape(b, n_kv, st.bk, st.g, st.bq), MASK_VALUE)
+      p = jnp.exp(s.reshape(b, n_kv, st.bk, rows) - lse[i][:, :, None, :])
+      dv = dv + jnp.einsum("bksm,bkmd->bksd", p.astype(d_out.dtype), d_out[i],
                            preferred_element_type=jnp.float32)
-      dp = jnp.einsum("bkgqd,bksd->bkgqs", doi, vj, preferred_element_type=jnp.float32)
-      ds = (p * (dp - delta[i][..., None]) * st.scale).astype(qi.dtype)
-      dk = dk + jnp.einsum("bkgqs,bkgqd->bksd", ds, qi, preferred_element_type=jnp.float32)
-      dqi = jnp.einsum("bkgqs,bksd->bkgqd", ds, kj, preferred_element_type=jnp.float32)
-      dq = jax.lax.dynamic_update_index_in_dim(dq, dq[i] + dqi, i, 0)
-      return dq, dk, dv
+      dp = jnp.einsum("bksd,bkdm->bksm", vj, dot[i], preferred_element_type=jnp.float32)
+      ds = (p * (dp - delta[i][:, :, None, :]) * st.scale).astype(qb.dtype)
+      dk = dk + jnp.einsum("bksm,bkmd->bksd", ds, qb[i], preferred_element_type=jnp.float32)
+      dqt_i = jnp.einsum("bkds,bksm->bkdm", ktj, ds, preferred_element_type=jnp.float32)
+      dqt = jax.lax.dynamic_update_index_in_dim(dqt, dqt[i] + dqt_i, i, 0)
+      return dqt, dk, dv
 
     zeros = jnp.zeros(kj.shape, jnp.float32)
     start = _query_block_start(st, j, q_offset, nq)
-    dq, dk, dv = jax.lax.fori_loop(start, nq, query_block, (dq, zeros, zeros))
-    return dq, (dk.astype(kb.dtype), dv.astype(vb.dtype))
+    dqt, dk, dv = jax.lax.fori_loop(start, nq, query_block, (dqt, zeros, zeros))
+    return dqt, (dk.astype(kb.dtype), dv.astype(vb.dtype))
 
-  dq0 = jnp.zeros(qb.shape, jnp.float32)
-  dq, (dk, dv) = jax.lax.scan(key_block, dq0, jnp.arange(nk))
-  return dq.astype(qb.dtype), dk, dv, None, None
+  dqt0 = jnp.zeros((nq, b, n_kv, d, rows), jnp.float32)
+  dqt, (dk, dv) = jax.lax.scan(key_block, dqt0, jnp.arange(nk))
+  dq = jnp.swapaxes(dqt, -1, -2).astype(qb.dtype)
+  return dq, dk, dv, None, None
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
