@@ -160,6 +160,14 @@ def save_converted(path: str | os.PathLike, cfg: ModelConfig, params: dict,
 
 
 def load_config(path: str | os.PathLike) -> ModelConfig:
+  """The ModelConfig of a converted checkpoint (or of a training workdir)."""
+  from llama_jax import workdir as workdir_lib
+  if not (Path(path) / "model_config.json").is_file() and workdir_lib.is_workdir(path):
+    return workdir_lib.load_model_config(path)
+  return _load_converted_config(path)
+
+
+def _load_converted_config(path: str | os.PathLike) -> ModelConfig:
   """The ModelConfig of a converted checkpoint directory."""
   file = Path(path) / CONFIG_FILE
   if not file.is_file():
@@ -271,10 +279,14 @@ def load_model(path: str | os.PathLike, dtype: str | None = None, **cfg_override
     attention='chunked', remat='full', scan_layers=False, a different rope=...).
   """
   from llama_jax import model as model_lib
+  from llama_jax import workdir as workdir_lib
   cfg = load_config(path)
   if dtype is not None:
     cfg_overrides = {"param_dtype": dtype, "dtype": dtype, **cfg_overrides}
   if cfg_overrides:
     cfg = cfg.replace(**cfg_overrides)
+  if not (Path(path) / "model_config.json").is_file() and workdir_lib.is_workdir(path):
+    params, _ = workdir_lib.latest_params(path)  # a training run: its newest checkpoint
+    return model_lib.from_params(cfg, params)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return model_lib.from_params(cfg, load_params(path, cfg, shardings=device))

@@ -4,13 +4,15 @@
   python -m llama_jax.convert --from=meta --to=llama_jax --src=llama-2-13b --dst=ckpt/llama2_13b
   python -m llama_jax.convert --from=llama_jax --to=hf --src=ckpt/run1 --dst=export/run1 \
       --dtype=bfloat16 --max_shard_size=5GB
+  python -m llama_jax.convert --from=workdir --to=hf --src=runs/tiny --dst=export/tiny
 
 Every conversion is a read (any format → ModelConfig + nested NumPy parameter tree, streamed
 one tensor at a time into preallocated stacked arrays) followed by a write (the tree → a format,
 again one tensor at a time), so peak memory is about one copy of the model. Formats:
 - `llama_jax`: the converted checkpoint (model_config.json + orbax params/), `checkpoint_io.py`;
 - `hf`: config.json + safetensors (single or sharded with an index), `hf_format.py`;
-- `meta`: params.json + consolidated.NN.pth model-parallel shards (read only), `meta_format.py`.
+- `meta`: params.json + consolidated.NN.pth model-parallel shards (read only), `meta_format.py`;
+- `workdir`: a training run's directory, its newest checkpoint (read only), `workdir.py`.
 Writes are atomic (a temporary directory next to the destination, renamed at the end): a failed
 conversion leaves nothing at the destination, and an existing destination is refused unless
 `--overwrite`, then replaced whole.
@@ -25,6 +27,9 @@ import re
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
+
 from llama_jax.checkpoint_io import (CheckpointError, lazy_params, load_config, load_model,
                                      load_params, save_converted)
 from llama_jax.model_config import ModelConfig
@@ -32,7 +37,7 @@ from llama_jax.model_config import ModelConfig
 __all__ = ["CheckpointError", "convert", "load_config", "load_hf", "load_model", "load_params",
            "read", "save_converted"]
 
-SOURCES = ("hf", "meta", "llama_jax")
+SOURCES = ("hf", "meta", "llama_jax", "workdir")
 TARGETS = ("llama_jax", "hf")
 
 
@@ -52,10 +57,21 @@ def read(src_format: str, src: str | os.PathLike, dtype: str | None = None,
   if src_format == "meta":
     from llama_jax import meta_format
     return meta_format.read_meta(src, dtype, max_position_embeddings)
-  cfg = load_config(src)
+  if src_format == "workdir":
+    from llama_jax import workdir as workdir_lib
+    if not workdir_lib.is_workdir(src):
+      raise CheckpointError(f"source {src} is not a training workdir (no config.json)")
+    cfg = workdir_lib.load_model_config(src)
+    params, _ = workdir_lib.latest_params(src)
+    params = jax.tree.map(np.asarray, jax.device_get(params))
+  else:
+    cfg = load_config(src)
+    params = None
   if dtype is not None:
     cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
-  return cfg, load_params(src, cfg)
+    if params is not None:
+      params = jax.tree.map(lambda x: x.astype(dtype), params)
+  return cfg, (load_params(src, cfg) if params is None else params)
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,

@@ -232,7 +232,7 @@ class Llama(nnx.Module):
   def features(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
     """The final-normed hidden states [B, T, d_model] before the output projection.
 
-    Training uses these with `loss.chunked_cross_entropy`, so the [B, T, vocab] logits of a
+    Training uses these with `loss.cross_entropy`, so the [B, T, vocab] logits of a
     long sequence never exist at once. Returns (hidden, updated cache or None).
     """
     cfg = self.cfg
@@ -242,7 +242,10 @@ class Llama(nnx.Module):
       positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32) + start, (b, t))
     ctx, new_cache = self._context(positions, segment_ids, cache)
     dt = jnp.dtype(cfg.dtype)
-    x = jnp.take(self.embed[...], tokens, axis=0).astype(dt)
+    # Gather the table's fsdp shards first (ZeRO-3 style): looking rows up in a table whose
+    # embed axis is split over the same mesh axis as the batch forces XLA to replicate it.
+    table = constrain(self.embed[...], ("vocab", "act_embed"), self.rules)
+    x = jnp.take(table, tokens, axis=0).astype(dt)
     x = constrain(x, ("act_batch", "act_length", "act_embed"), self.rules)
 
     graphdef, layer_state = nnx.split(self.layers)

@@ -145,31 +145,27 @@ def _count(n: float) -> str:
 
 def _init_params(tc, shardings):
   """Parameters from `init_from`: a converted checkpoint or the latest state of a training run."""
-  import jax
-  from llama_jax import checkpoint, checkpoint_io, sharding
-  from llama_jax import train_step
+  from llama_jax import checkpoint_io, workdir as workdir_lib
   path = os.path.expanduser(tc.config.init_from)
   if config_lib.init_from_kind(path) == "converted":
     return checkpoint_io.load_params(path, tc.model, shardings=shardings.params)
-  # A training workdir: restore its latest state with the optimizer it was trained with, keep
-  # only the parameters (the shapes were checked against this model by `config.validate`).
-  source = config_lib.validate(config_lib.load_json(Path(path) / config_lib.CONFIG_FILE),
-                               check_paths=False)
-  tx, _ = train_step.make_optimizer(tc.model, source.config.optim, source.config.steps)
-  abstract = train_step.abstract_state(tc.model, tx, source.config.seed)
-  mesh = jax.tree.leaves(shardings)[0].mesh
-  source_shardings = train_step.state_shardings(abstract, tc.model, mesh, tc.rules)
-  mgr = checkpoint.CheckpointManager(path, keep=10**6)
+  # The shapes were checked against this model by `config.validate`.
   try:
-    restored = mgr.restore(sharding.with_shardings(abstract, source_shardings))
-  finally:
-    mgr.close()
-  if restored is None:
-    raise config_lib.ConfigError(f"init_from={tc.config.init_from!r} is a training workdir "
-                                 "without checkpoints")
-  state, _, step = restored
+    params, step = workdir_lib.latest_params(path, shardings.params, tc.model, tc.rules)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"init_from={tc.config.init_from!r}: {e}") from None
   log.info("init_from: parameters of %s at step %d", path, step)
-  return state.params
+  return params
+
+
+def _keep_tokenizer(tok, workdir: str) -> None:
+  """A copy of the tokenizer in the workdir, so generation and evaluation find it there."""
+  import shutil
+  from llama_jax import workdir as workdir_lib
+  dst = os.path.join(workdir, workdir_lib.TOKENIZER_FILE)
+  if not os.path.exists(dst) and os.path.isfile(os.path.expanduser(tok.path)):
+    shutil.copyfile(os.path.expanduser(tok.path), dst + ".tmp")
+    os.replace(dst + ".tmp", dst)
 
 
 def _sample(cfg, params, tok, prompt: str, max_new_tokens: int) -> str:
@@ -177,9 +173,11 @@ def _sample(cfg, params, tok, prompt: str, max_new_tokens: int) -> str:
   from llama_jax import generate
   from llama_jax import model as model_lib
   model = model_lib.from_params(cfg, params)
-  new = generate.generate(model, [tok.encode(prompt, bos=True, eos=False)], max_new_tokens,
-                          temperature=0.0, eos_id=tok.eos_id)[0]
-  return prompt + tok.decode([t for t in new if t != tok.eos_id])
+  prompt_ids = tok.encode(prompt, bos=True, eos=False)
+  new = generate.generate(model, [prompt_ids], max_new_tokens, temperature=0.0,
+                          eos_id=tok.eos_id)[0]
+  # Decoded together: SentencePiece would drop the leading space of a continuation on its own.
+  return tok.decode(prompt_ids[1:] + [t for t in new if t != tok.eos_id])
 
 
 # ------------------------------------------------------------------------------ run
@@ -243,6 +241,7 @@ def run(config, workdir: str, devices=None) -> RunResult:
         start_step, origin = 0, f"random init (seed {c.seed})"
       if is_main:
         config_lib.write(c, workdir)
+        _keep_tokenizer(tok, workdir)
 
       flops_per_token = cfg.flops_per_token(c.seq_len)
       state_bytes = max(sharding.bytes_per_device(state).values())
