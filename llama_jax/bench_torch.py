@@ -1,0 +1,130 @@
+"""The baseline: HF transformers `LlamaForCausalLM` + `torch.optim.AdamW`, same shapes and work.
+
+Runs in a child process, driven step by step through a pipe, so that
+- `bench.py` can interleave its steps with the JAX steps (drifting machine load hits both alike);
+- the two runtimes' thread pools never share a process, and the child's peak RSS (less its RSS
+  before the model existed) measures the baseline's memory: model, optimizer and activations.
+
+The step mirrors `train_step`: float32 logits, mean cross-entropy over the loss mask, backward,
+global-norm clipping, AdamW with the config's betas, eps and weight decay. Attention is HF's
+`sdpa` (PyTorch's fused scaled-dot-product attention), its fastest CPU path.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import resource
+import time
+
+
+def _rss_bytes() -> int:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str):
+  import numpy as np  # noqa: F401 - batches arrive as NumPy arrays
+  import torch
+  from transformers import LlamaConfig, LlamaForCausalLM
+
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  base_rss = _rss_bytes()
+  cfg = LlamaConfig(**hf_config, attn_implementation="sdpa")
+  model = LlamaForCausalLM(cfg).to(device).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=optim["lr"], betas=optim["betas"],
+                          eps=optim["eps"], weight_decay=optim["weight_decay"])
+  batch = None
+  conn.send({"ok": True, "params": sum(p.numel() for p in model.parameters())})
+
+  def step():
+    logits = model(input_ids=batch["tokens"]).logits.float()
+    nll = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1), reduction="none")
+    mask = batch["loss_mask"].reshape(-1)
+    loss = (nll * mask).sum() / mask.sum().clamp(min=1.0)
+    loss.backward()
+    if optim["clip_norm"] > 0:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), optim["clip_norm"])
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if device != "cpu":
+      torch.cuda.synchronize()
+    return float(loss.detach())
+
+  while True:
+    cmd, arg = conn.recv()
+    try:
+      if cmd == "batch":
+        batch = {k: torch.as_tensor(v).to(device) for k, v in arg.items()}
+        batch["tokens"] = batch["tokens"].long()
+        batch["targets"] = batch["targets"].long()
+        conn.send({"ok": True})
+      elif cmd == "step":
+        start = time.perf_counter()
+        loss = step()
+        conn.send({"ok": True, "seconds": time.perf_counter() - start, "loss": loss})
+      elif cmd == "memory":
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        gpu = torch.cuda.max_memory_allocated() if device != "cpu" else None
+        conn.send({"ok": True, "peak_rss_bytes": peak - base_rss, "gpu_peak_bytes": gpu})
+      elif cmd == "close":
+        conn.send({"ok": True})
+        return
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which records it
+      conn.send({"ok": False, "error": f"{type(e).__name__}: {e}"})
+
+
+class TorchStep:
+  """A child process holding the HF model and its optimizer for one batch shape."""
+
+  def __init__(self, model_cfg, optim_cfg, threads: int | None = None, device: str = "cpu"):
+    hf = model_cfg.to_hf()
+    keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
+            "rms_norm_eps", "tie_word_embeddings", "rope_parameters", "rope_theta",
+            "rope_scaling", "attention_bias", "mlp_bias")
+    hf = {k: v for k, v in hf.items() if k in keep}
+    optim = {"lr": float(optim_cfg.peak_lr), "betas": (float(optim_cfg.b1), float(optim_cfg.b2)),
+             "eps": float(optim_cfg.eps), "weight_decay": float(optim_cfg.weight_decay),
+             "clip_norm": float(optim_cfg.clip_norm)}
+    self.threads = threads or len(os.sched_getaffinity(0))
+    ctx = multiprocessing.get_context("spawn")
+    self._conn, child = ctx.Pipe()
+    self._proc = ctx.Process(target=_worker, args=(child, hf, optim, self.threads, device),
+                             daemon=True)
+    self._proc.start()
+    self.num_params = self._reply()["params"]
+
+  def _reply(self):
+    if not self._conn.poll(3600):
+      raise RuntimeError("the HF/torch benchmark process did not answer within an hour")
+    msg = self._conn.recv()
+    if not msg.get("ok"):
+      raise RuntimeError(f"HF/torch benchmark process failed: {msg.get('error')}")
+    return msg
+
+  def _call(self, cmd, arg=None):
+    self._conn.send((cmd, arg))
+    return self._reply()
+
+  def set_batch(self, batch: dict) -> None:
+    self._call("batch", batch)
+
+  def step(self) -> float:
+    msg = self._call("step")
+    self.last_loss = msg["loss"]
+    return msg["seconds"]
+
+  def memory(self) -> dict:
+    return self._call("memory")
+
+  def close(self) -> None:
+    if self._proc.is_alive():
+      try:
+        self._call("close")
+      except (RuntimeError, OSError, EOFError):
+        pass
+      self._proc.join(timeout=30)
+      if self._proc.is_alive():
+        self._proc.kill()
