@@ -168,8 +168,14 @@ def init_from_kind(path: str) -> str:
   p = Path(os.path.expanduser(path))
   if (p / "model_config.json").is_file():
     return "converted"
-  if (p / CONFIG_FILE).is_file():
+  from llama_jax import workdir as workdir_lib
+  if workdir_lib.is_workdir(p):
     return "workdir"
+  if (p / CONFIG_FILE).is_file():
+    raise ConfigError(
+        f"init_from={path!r} holds a config.json that is not a llama_jax training config; if it "
+        "is an HF model directory, convert it first: python -m llama_jax.convert --from=hf "
+        f"--to=llama_jax --src={path} --dst=<dir>")
   raise ConfigError(
       f"init_from={path!r} is neither a converted checkpoint (model_config.json + params/, made "
       "by `python -m llama_jax.convert`) nor a training workdir (config.json + checkpoints/)"

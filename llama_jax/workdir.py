@@ -19,7 +19,15 @@ TOKENIZER_FILE = "tokenizer.model"
 
 
 def is_workdir(path: str | os.PathLike) -> bool:
-  return (Path(os.path.expanduser(path)) / config_lib.CONFIG_FILE).is_file()
+  """A training run's directory: its config.json is a training config (an HF model directory
+  has a config.json too, of another kind)."""
+  import json
+  p = Path(os.path.expanduser(path)) / config_lib.CONFIG_FILE
+  try:
+    saved = json.loads(p.read_text())
+  except (OSError, ValueError):
+    return False
+  return isinstance(saved, dict) and {"model", "optim", "data"} <= saved.keys()
 
 
 def load_training_config(path: str | os.PathLike):

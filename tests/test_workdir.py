@@ -52,3 +52,11 @@ def test_reading_a_workdir_changes_nothing_in_it(run, tmp_path):
 def test_a_directory_that_is_not_a_workdir_is_refused(tmp_path):
   with pytest.raises(convert.CheckpointError, match="not a training workdir"):
     convert.read("workdir", tmp_path)
+
+
+def test_an_hf_directory_is_not_mistaken_for_a_workdir(tmp_path):
+  from llama_jax import config as config_lib
+  (tmp_path / "config.json").write_text('{"model_type": "llama", "hidden_size": 64}')
+  assert not workdir.is_workdir(tmp_path)
+  with pytest.raises(config_lib.ConfigError, match="convert it first"):
+    config_lib.init_from_kind(str(tmp_path))
