@@ -43,24 +43,30 @@ from llama_jax import config as config_lib
 log = logging.getLogger("llama_jax.train")
 
 _DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Training recipe (a configs/*.py file); override fields with "
-    "--config.<field>=<value>, e.g. --config.optim.peak_lr=2e-5.", lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Checkpoints, logs and config.json go here; rerunning with the same "
-    "workdir resumes. Default: runs/<config file name>.")
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 for multi-process runs.")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in [0, num).")
-_LOCAL_DEVICES = flags.DEFINE_list(
-    "local_device_ids", None, "Accelerators this process drives, e.g. 0,1,2,3,4,5,6,7 for one "
-    "process per 8-GPU node under SLURM (JAX's SLURM default is one GPU per process: the "
-    "GPU numbered SLURM_LOCALID).")
-_DISTRIBUTED = flags.DEFINE_enum(
-    "distributed", "auto", ["auto", "on", "off"],
-    "auto: initialize jax.distributed when the flags above are given, on TPU VMs, or in a "
-    "multi-task SLURM/Open MPI job; on: always (JAX detects the cluster); off: never.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The CLI's flags, defined only when run as a program: modules that import this one (tests,
+  other tools with their own --config) keep a clean global flag namespace."""
+  config_flags.DEFINE_config_file(
+      "config", _DEFAULT_CONFIG, "Training recipe (a configs/*.py file); override fields with "
+      "--config.<field>=<value>, e.g. --config.optim.peak_lr=2e-5.", lock_config=True)
+  flags.DEFINE_string(
+      "workdir", None, "Checkpoints, logs and config.json go here; rerunning with the same "
+      "workdir resumes. Default: runs/<config file name>.")
+  flags.DEFINE_string(
+      "coordinator_address", None, "host:port of process 0 for multi-process runs.")
+  flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+  flags.DEFINE_integer("process_id", None, "This process's index in [0, num).")
+  flags.DEFINE_list(
+      "local_device_ids", None, "Accelerators this process drives, e.g. 0,1,2,3,4,5,6,7 for one "
+      "process per 8-GPU node under SLURM (JAX's SLURM default is one GPU per process: the "
+      "GPU numbered SLURM_LOCALID).")
+  flags.DEFINE_enum(
+      "distributed", "auto", ["auto", "on", "off"],
+      "auto: initialize jax.distributed when the flags above are given, on TPU VMs, or in a "
+      "multi-task SLURM/Open MPI job; on: always (JAX detects the cluster); off: never.")
 
 
 # ------------------------------------------------------------------------------ multi-host
@@ -345,14 +351,13 @@ def main(argv):
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   for noisy in ("absl", "jax", "orbax", "tensorboardX"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or default_workdir(
-      config_flags.get_config_filename(flags.FLAGS["config"]))
+  config = FLAGS.config
+  workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
   try:
     # Everything that needs no device is checked before jax.distributed connects to anyone.
     config_lib.validate(config)
-    initialize_distributed(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
-                           _PROCESS_ID.value, _LOCAL_DEVICES.value)
+    initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                           FLAGS.process_id, FLAGS.local_device_ids)
     run(config, workdir)
   except _user_errors() as e:
     # A mistake in the config or the inputs: the message says what to change; no traceback.
@@ -366,4 +371,5 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
