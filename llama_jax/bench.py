@@ -36,22 +36,29 @@ from ml_collections import config_flags
 # Applied before JAX initialises its CPU backend (they only affect CPU compilation).
 DEFAULT_CPU_FLAGS = ""
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A configs/*.py recipe; its model, optim, batch_size and seq_len are used.",
-    lock_config=True)
-_OUT = flags.DEFINE_string("out", None, "Directory for bench.json, bench.md and bench.png.")
-_SEQ_LENS = flags.DEFINE_list("seq_lens", None, "Sequence lengths (default: the config's).")
-_IMPLS = flags.DEFINE_list("impls", ["xla", "chunked", "hf_torch"],
-                           "Attention kernels of llama_jax, and/or hf_torch (the baseline).")
-_BATCH_MODE = flags.DEFINE_enum("batch_mode", "tokens", ["tokens", "fixed"],
-                                "tokens: keep batch_size*seq_len tokens per step; fixed: keep "
-                                "batch_size rows.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per implementation and length.")
-_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
-_TIME = flags.DEFINE_bool("time", True, "Run and time steps (false: compile and memory only).")
-_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "Torch threads (0 = usable cores).")
-_XLA_CPU_FLAGS = flags.DEFINE_string("xla_cpu_flags", DEFAULT_CPU_FLAGS,
-                                     "XLA flags appended to XLA_FLAGS for the CPU backend.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The CLI's flags, defined only when run as a program, so that importing this module
+  (tests, other tools with their own --config) leaves the global flag namespace alone."""
+  config_flags.DEFINE_config_file(
+      "config", None, "A configs/*.py recipe; its model, optim, batch_size and seq_len are used.",
+      lock_config=True)
+  flags.DEFINE_string("out", None, "Directory for bench.json, bench.md and bench.png.")
+  flags.DEFINE_list("seq_lens", None, "Sequence lengths (default: the config's).")
+  flags.DEFINE_list("impls", ["xla", "chunked", "hf_torch"],
+      "Attention kernels of llama_jax, and/or hf_torch (the baseline).")
+  flags.DEFINE_enum("batch_mode", "tokens", ["tokens", "fixed"],
+      "tokens: keep batch_size*seq_len tokens per step; fixed: keep "
+      "batch_size rows.")
+  flags.DEFINE_integer("steps", 5, "Timed steps per implementation and length.")
+  flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+  flags.DEFINE_bool("time", True, "Run and time steps (false: compile and memory only).")
+  flags.DEFINE_integer("torch_threads", 0, "Torch threads (0 = usable cores).")
+  flags.DEFINE_string("xla_cpu_flags", DEFAULT_CPU_FLAGS,
+      "XLA flags appended to XLA_FLAGS for the CPU backend.")
+
 
 HF = "hf_torch"
 
@@ -199,16 +206,17 @@ def _line(r: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if _CONFIG.value is None or not _OUT.value:
+  if FLAGS.config is None or not FLAGS.out:
     raise app.UsageError("--config=configs/<recipe>.py and --out=DIR are required")
-  if _XLA_CPU_FLAGS.value:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_CPU_FLAGS.value).strip()
-  config = _CONFIG.value
+  if FLAGS.xla_cpu_flags:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FLAGS.xla_cpu_flags).strip()
+  config = FLAGS.config
   name = Path(config_flags.get_config_filename(flags.FLAGS["config"])).name
-  seq_lens = [int(s) for s in (_SEQ_LENS.value or [config.seq_len])]
-  run(config, _OUT.value, seq_lens, _IMPLS.value, _BATCH_MODE.value, _STEPS.value,
-      _WARMUP.value, _TIME.value, _TORCH_THREADS.value, command=" ".join(sys.argv), name=name)
+  seq_lens = [int(s) for s in (FLAGS.seq_lens or [config.seq_len])]
+  run(config, FLAGS.out, seq_lens, FLAGS.impls, FLAGS.batch_mode, FLAGS.steps,
+      FLAGS.warmup, FLAGS.time, FLAGS.torch_threads, command=" ".join(sys.argv), name=name)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

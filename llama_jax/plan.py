@@ -33,17 +33,24 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "A configs/*.py recipe; override fields with --config.<field>=<value>.",
-    lock_config=True)
-_DEVICES = flags.DEFINE_integer(
-    "devices", None, "Devices of the target topology (simulated as CPU devices); default: the "
-    "recipe's DEVICES.")
-_HBM_GIB = flags.DEFINE_float("hbm_gib", 0.0, "Memory per device in GiB, to say whether it fits.")
-_PEAK_TFLOPS = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device, for a time "
-                                  "estimate (e.g. 989 for H100 bf16).")
-_MFU = flags.DEFINE_float("mfu", 0.4, "Assumed MFU for the time estimate.")
-_OUT = flags.DEFINE_string("out", "", "Also write the report as JSON to this file.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The CLI's flags, defined only when run as a program, so that importing this module
+  (tests, other tools with their own --config) leaves the global flag namespace alone."""
+  config_flags.DEFINE_config_file(
+      "config", None, "A configs/*.py recipe; override fields with --config.<field>=<value>.",
+      lock_config=True)
+  flags.DEFINE_integer(
+      "devices", None, "Devices of the target topology (simulated as CPU devices); default: the "
+      "recipe's DEVICES.")
+  flags.DEFINE_float("hbm_gib", 0.0, "Memory per device in GiB, to say whether it fits.")
+  flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device, for a time "
+      "estimate (e.g. 989 for H100 bf16).")
+  flags.DEFINE_float("mfu", 0.4, "Assumed MFU for the time estimate.")
+  flags.DEFINE_string("out", "", "Also write the report as JSON to this file.")
+
 
 GIB = 2 ** 30
 
@@ -191,10 +198,10 @@ def format_report(name: str, r: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  if _CONFIG.value is None:
+  if FLAGS.config is None:
     raise app.UsageError("--config=configs/<recipe>.py is required")
   config_path = config_flags.get_config_filename(flags.FLAGS["config"])
-  n = _DEVICES.value
+  n = FLAGS.devices
   if n is None:
     import importlib.util
     spec = importlib.util.spec_from_file_location("_recipe", config_path)
@@ -207,13 +214,14 @@ def main(argv):
   # Before JAX starts its backend: a CPU-only process with n simulated devices.
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_num_cpu_devices", n)
-  report = plan(_CONFIG.value, n, _HBM_GIB.value, _PEAK_TFLOPS.value, _MFU.value)
+  report = plan(FLAGS.config, n, FLAGS.hbm_gib, FLAGS.peak_tflops, FLAGS.mfu)
   report["config"] = Path(config_path).name
   report["command"] = " ".join(sys.argv)
   print(format_report(report["config"], report), flush=True)
-  if _OUT.value:
-    Path(_OUT.value).write_text(json.dumps(report, indent=2) + "\n")
+  if FLAGS.out:
+    Path(FLAGS.out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
