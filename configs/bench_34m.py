@@ -18,7 +18,9 @@ def get_config():
   c.model = base.model_fields(
       "tiny", vocab_size=8192, d_model=512, n_layers=8, n_heads=8, n_kv_heads=8, head_dim=64,
       ffn_dim=1408, norm_eps=1e-6, max_position_embeddings=2048, dtype="float32",
-      param_dtype="float32", attention="xla", remat="none", scan_layers=True)
+      param_dtype="float32", attention="auto", remat="none",
+      # Unrolled: on CPU the layer scan's stacking of residuals costs ~7% of the step (measured).
+      scan_layers=False)
   c.batch_size = 8
   c.seq_len = 512
   return c

@@ -20,9 +20,9 @@ batch shrinks as sequences grow, never below 1); `fixed` keeps batch_size rows a
 Writes DIR/bench.json (header + one record per impl and length), DIR/bench.md (a table) and
 DIR/bench.png (throughput and memory against sequence length, one line per impl).
 
-CPU speed: the default XLA CPU flags below route matrix multiplications and their neighbouring
-elementwise work through XNNPACK fusions, which runs this step markedly faster than XLA's
-default CPU dot emitter on x86; set --xla_cpu_flags='' to measure without them.
+CPU runs: `--malloc=auto` restarts the benchmark with tcmalloc preloaded when it is installed
+(both runtimes then use it; `llama_jax/malloc.py` says why it matters); `--xla_cpu_flags` appends
+XLA flags for CPU compilation (XLA's defaults already route matmuls through its YNNPACK fusions).
 """
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-# Applied before JAX initialises its CPU backend (they only affect CPU compilation).
+from llama_jax import malloc
+
+# Appended to XLA_FLAGS before JAX initialises its CPU backend; none beyond XLA's defaults.
 DEFAULT_CPU_FLAGS = ""
 
 FLAGS = flags.FLAGS
@@ -58,6 +60,10 @@ def define_flags() -> None:
   flags.DEFINE_integer("torch_threads", 0, "Torch threads (0 = usable cores).")
   flags.DEFINE_string("xla_cpu_flags", DEFAULT_CPU_FLAGS,
       "XLA flags appended to XLA_FLAGS for the CPU backend.")
+  flags.DEFINE_enum("malloc", "auto", list(malloc.CHOICES),
+      "auto: restart with tcmalloc preloaded when it is installed (the JAX steps and the "
+      "HF/torch child then share it; see llama_jax/malloc.py); tcmalloc: require it; system: "
+      "glibc malloc.")
 
 
 HF = "hf_torch"
@@ -107,6 +113,7 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
       "peak_datasheet": (f"{peaks['datasheet'] / 1e9:.1f} GFLOP/s ({peaks['datasheet_source']})"
                          if peaks.get("datasheet") else peaks["datasheet_source"]),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "allocator": malloc.describe(),
       "peaks": peaks,
   }
   rows_all, flops = [], {}
@@ -208,6 +215,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if FLAGS.config is None or not FLAGS.out:
     raise app.UsageError("--config=configs/<recipe>.py and --out=DIR are required")
+  malloc.ensure(FLAGS.malloc, "llama_jax.bench", sys.argv)
   if FLAGS.xla_cpu_flags:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FLAGS.xla_cpu_flags).strip()
   config = FLAGS.config

@@ -13,8 +13,10 @@ import jax.numpy as jnp
 
 def _chunk_nll(hidden, head, targets):
   """Per-token negative log-likelihood for one chunk: hidden[B, C, D] @ head[D, V]."""
-  logits = jnp.einsum("bcd,dv->bcv", hidden, head.astype(hidden.dtype),
-                      preferred_element_type=jnp.float32)
+  b, c, d = hidden.shape
+  # One [B*C, D] x [D, V] matmul: the head's gradient is then a plain GEMM (model.project).
+  logits = jnp.matmul(hidden.reshape(b * c, d), head.astype(hidden.dtype),
+                      preferred_element_type=jnp.float32).reshape(b, c, -1)
   logz = jax.nn.logsumexp(logits, axis=-1)
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   return logz - target_logit

@@ -22,6 +22,7 @@ Layout decisions:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import NamedTuple
 
 import flax.struct
@@ -55,6 +56,20 @@ class RMSNorm(nnx.Module):
     return self.scale[...].astype(x.dtype) * y.astype(x.dtype)
 
 
+def project(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+  """x[..., *w.shape[:n_in]] contracted with w[*in, *out] -> [..., *out], as one 2-D matmul.
+
+  Why not an einsum over [batch, seq, ...]: the weight gradient then contracts over batch *and*
+  sequence, and XLA:CPU makes that a GEMM only after transposing the activation gradient (a
+  strided copy the size of the activations, for every projection). Collapsing the leading axes
+  first keeps all three matmuls of each projection (forward, input and weight gradients) plain
+  GEMMs on every backend; the reshapes are free.
+  """
+  lead, w_in, w_out = x.shape[:x.ndim - n_in], w.shape[:n_in], w.shape[n_in:]
+  y = x.reshape(-1, math.prod(w_in)) @ w.reshape(math.prod(w_in), math.prod(w_out))
+  return y.reshape(*lead, *w_out)
+
+
 class FeedForward(nnx.Module):
   """SwiGLU (Shazeer 2020): W_down(SiLU(W_gate x) ⊙ W_up x)."""
 
@@ -67,10 +82,10 @@ class FeedForward(nnx.Module):
 
   def __call__(self, x):
     dt = x.dtype
-    gate = checkpoint_name(jnp.einsum("btd,df->btf", x, self.gate[...].astype(dt)), "mlp_gate")
-    up = checkpoint_name(jnp.einsum("btd,df->btf", x, self.up[...].astype(dt)), "mlp_up")
+    gate = checkpoint_name(project(x, self.gate[...].astype(dt), 1), "mlp_gate")
+    up = checkpoint_name(project(x, self.up[...].astype(dt), 1), "mlp_up")
     hidden = jax.nn.silu(gate) * up
-    return jnp.einsum("btf,fd->btd", hidden, self.down[...].astype(dt))
+    return project(hidden, self.down[...].astype(dt), 1)
 
 
 class Context(NamedTuple):
@@ -100,9 +115,9 @@ class Attention(nnx.Module):
 
   def __call__(self, x, ctx: Context, kv_cache=None, cache_index=None):
     dt = x.dtype
-    q = jnp.einsum("btd,dhk->bthk", x, self.q[...].astype(dt))
-    k = jnp.einsum("btd,dhk->bthk", x, self.k[...].astype(dt))
-    v = jnp.einsum("btd,dhk->bthk", x, self.v[...].astype(dt))
+    q = project(x, self.q[...].astype(dt), 1)
+    k = project(x, self.k[...].astype(dt), 1)
+    v = project(x, self.v[...].astype(dt), 1)
     q = checkpoint_name(rope_lib.apply(q, ctx.cos, ctx.sin), "query")
     if kv_cache is None:
       k = checkpoint_name(rope_lib.apply(k, ctx.cos, ctx.sin), "key")
@@ -122,7 +137,7 @@ class Attention(nnx.Module):
         q, k, v, impl=self.impl, q_segment_ids=ctx.q_segment_ids,
         kv_segment_ids=ctx.kv_segment_ids, q_offset=ctx.q_offset, block_size=self.block_size)
     out = checkpoint_name(out, "attention")
-    return jnp.einsum("bthk,hkd->btd", out, self.o[...].astype(dt)), new_cache
+    return project(out, self.o[...].astype(dt), 2), new_cache
 
 
 class Block(nnx.Module):
@@ -220,8 +235,9 @@ class Llama(nnx.Module):
     packed documents (attention never crosses them) and padding (0).
     """
     x, new_cache = self.features(tokens, positions, segment_ids, cache)
-    logits = jnp.einsum("btd,dv->btv", x, self.head().astype(x.dtype),
-                        preferred_element_type=jnp.float32)
+    b, t, d = x.shape
+    logits = jnp.matmul(x.reshape(b * t, d), self.head().astype(x.dtype),
+                        preferred_element_type=jnp.float32).reshape(b, t, -1)
     logits = constrain(logits, ("act_batch", "act_length", "act_vocab"), self.rules)
     return logits if cache is None else (logits, new_cache)
 

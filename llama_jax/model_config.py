@@ -15,7 +15,7 @@ from llama_jax.rope import registry as rope_registry
 from llama_jax.rope.config import RopeConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
-ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "splash", "auto")
+ATTENTION_IMPLS = ("xla", "xla_blocked", "chunked", "cudnn", "splash", "auto")
 REMAT_POLICIES = ("none", "full", "minimal", "save_qkv", "save_dots", "save_attention")
 
 

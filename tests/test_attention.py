@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llama_jax import attention
+from llama_jax import attention, bench_jax
 from llama_jax import model as model_lib
-from llama_jax.attention import chunked, cudnn, splash, xla
+from llama_jax.attention import chunked, cudnn, splash, xla, xla_blocked
 from llama_jax.model_config import preset
 
 ON_GPU = jax.default_backend() == "gpu"
@@ -82,6 +82,49 @@ def test_xla_reference_matches_float64_numpy(packed, q_offset, t, s):
   got = xla.attention(q, k, v, q_segment_ids=q_seg, kv_segment_ids=kv_seg, q_offset=q_offset)
   want = _numpy_attention(q, k, v, q_seg, kv_seg, q_offset)
   np.testing.assert_allclose(np.asarray(got), want, atol=2e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------ xla_blocked
+@pytest.mark.parametrize("b,t,h,k,d,blocks,packed", [
+    (2, 16, 4, 4, 8, 1, False),  # one block: plain full attention in the head-first layout
+    (2, 37, 4, 2, 8, 8, False),  # GQA, a length the blocks do not divide
+    (2, 37, 4, 2, 8, 5, True),  # packed documents and padding
+    (3, 9, 4, 1, 16, 16, True),  # more blocks than rows: one row per block
+])
+def test_xla_blocked_matches_xla_forward_and_gradients(b, t, h, k, d, blocks, packed):
+  q, kk, v = _qkv(b, t, t, h, k, d, seed=11)
+  seg = _packed_segments(b, t, seed=12) if packed else None
+  fn = lambda q, k, v, **kw: xla_blocked.attention(q, k, v, num_blocks=blocks, **kw)
+  _assert_same(fn, q, kk, v, q_segment_ids=seg, kv_segment_ids=seg)
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_xla_blocked_with_a_query_offset_matches_xla(static):
+  """Static offsets keep the block split (key prefixes shift by q_offset); traced ones run
+  unsplit — both give the reference's values."""
+  q, k, v = _qkv(2, 6, 20, 4, 2, 8, seed=13)
+  seg = jnp.asarray(np.where(np.arange(20) < 14, 1, 0)[None].repeat(2, 0), jnp.int32)
+  kw = dict(q_segment_ids=seg[:, 8:14], kv_segment_ids=seg)
+  want = xla.attention(q, k, v, q_offset=8, **kw)
+  if static:
+    got = xla_blocked.attention(q, k, v, q_offset=8, num_blocks=3, **kw)
+  else:
+    got = jax.jit(lambda off: xla_blocked.attention(q, k, v, q_offset=off, num_blocks=3, **kw))(8)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-6)
+
+
+def test_xla_blocked_skips_the_keys_no_query_of_a_block_can_see():
+  """Block skipping is real: NaN keys past a block's prefix must not reach its outputs, and the
+  compiled step is smaller than the unsplit one."""
+  q, k, v = _qkv(1, 32, 32, 2, 2, 8, seed=14)
+  poisoned = [x.at[:, 8:].set(jnp.nan) for x in (k, v)]
+  got = xla_blocked.attention(q, *poisoned, num_blocks=4)  # block 0 = queries 0..7, keys 0..7
+  np.testing.assert_allclose(np.asarray(got[:, :8]), np.asarray(xla.attention(q, k, v)[:, :8]),
+                             atol=2e-6)
+  assert np.all(np.isnan(np.asarray(got[:, 8:])))  # later blocks do read the poisoned keys
+  flops = lambda n: bench_jax.flops_from_cost_analysis(jax.jit(
+      lambda q, k, v: xla_blocked.attention(q, k, v, num_blocks=n)).lower(q, k, v).compile())
+  assert flops(8) < 0.7 * flops(1)
 
 
 # ------------------------------------------------------------------------------ chunked
@@ -281,6 +324,6 @@ def test_cudnn_refuses_segment_ids_instead_of_attending_across_documents():
 def test_dispatch_reaches_each_cpu_implementation():
   q, k, v = _qkv(1, 12, 12, 2, 1, 8, seed=16)
   want = xla.attention(q, k, v)
-  for impl in ("xla", "chunked", "auto"):
+  for impl in ("xla", "xla_blocked", "chunked", "auto"):
     got = attention.dot_product_attention(q, k, v, impl=impl)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5, err_msg=impl)

@@ -12,7 +12,9 @@ from llama_jax import model as model_lib
 
 
 @pytest.mark.parametrize("backend,kw,want", [
-    ("cpu", {}, "xla"),
+    ("cpu", {}, "xla_blocked"),
+    ("cpu", {"decoding": True}, "xla"),
+    ("cpu", {"packed": True}, "xla_blocked"),
     ("gpu", {"dtype": jnp.bfloat16}, "cudnn"),
     ("gpu", {"dtype": jnp.float32}, "chunked"),  # cuDNN flash needs 16-bit inputs
     ("gpu", {"dtype": jnp.bfloat16, "packed": True}, "chunked"),  # never attend across documents

@@ -15,6 +15,7 @@ import jax
 # name -> "module:function", imported lazily so GPU/TPU-only kernels cost nothing on CPU.
 IMPLEMENTATIONS: dict[str, str] = {
     "xla": "llama_jax.attention.xla:attention",
+    "xla_blocked": "llama_jax.attention.xla_blocked:attention",
     "chunked": "llama_jax.attention.chunked:attention",
     "cudnn": "llama_jax.attention.cudnn:attention",
     "splash": "llama_jax.attention.splash:attention",
@@ -27,8 +28,8 @@ def resolve(impl: str, *, packed: bool = False, decoding: bool = False,
 
   Fused kernels only cover full causal self-attention: when decoding against a KV cache they
   hand over to `chunked`. `auto` takes cuDNN on GPU for unpacked bf16/fp16 training, splash on
-  TPU, and otherwise `chunked` (O(sequence) memory) — `xla` only on CPU, where it is fastest
-  at the short lengths CPUs train on.
+  TPU, and otherwise `chunked` (O(sequence) memory); on CPU `xla_blocked` (the reference with
+  causal block skipping, fastest at the short lengths CPUs train on), or `xla` when decoding.
   """
   backend = jax.default_backend()
   if impl in ("cudnn", "splash") and decoding:
@@ -42,7 +43,7 @@ def resolve(impl: str, *, packed: bool = False, decoding: bool = False,
     return "cudnn" if (not packed and low_precision) else "chunked"
   if backend == "tpu":
     return "splash"
-  return "xla"
+  return "xla_blocked"
 
 
 def get(impl: str) -> Callable:
