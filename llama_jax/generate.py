@@ -154,7 +154,7 @@ def sample(logits: jax.Array, key: jax.Array, sampler: Sampler) -> jax.Array:
 # ---------------------------------------------------------------------------- model steps
 def _last_logits(model, hidden):
   """hidden[B, D] → float32 logits [B, V] (the model's own head, one position only)."""
-  return jnp.einsum("bd,dv->bv", hidden, model.head().astype(hidden.dtype),
+  return jnp.einsum("bd,vd->bv", hidden, model.head().astype(hidden.dtype),
                     preferred_element_type=jnp.float32)
 
 

@@ -12,10 +12,10 @@ import jax.numpy as jnp
 
 
 def _chunk_nll(hidden, head, targets):
-  """Per-token negative log-likelihood for one chunk: hidden[B, C, D] @ head[D, V]."""
+  """Per-token negative log-likelihood for one chunk: hidden[B, C, D] @ head[V, D]^T."""
   b, c, d = hidden.shape
   # One [B*C, D] x [D, V] matmul: the head's gradient is then a plain GEMM (model.project).
-  logits = jnp.matmul(hidden.reshape(b * c, d), head.astype(hidden.dtype),
+  logits = jnp.matmul(hidden.reshape(b * c, d), head.astype(hidden.dtype).T,
                       preferred_element_type=jnp.float32).reshape(b, c, -1)
   logz = jax.nn.logsumexp(logits, axis=-1)
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
@@ -23,7 +23,7 @@ def _chunk_nll(hidden, head, targets):
 
 
 def token_nll(hidden, head, targets, chunk_size: int = 1024):
-  """float32[B, T] negative log-likelihood of `targets` under logits = hidden @ head."""
+  """float32[B, T] negative log-likelihood of `targets` under logits = hidden @ head^T."""
   b, t, d = hidden.shape
   if chunk_size <= 0 or t <= chunk_size:
     return _chunk_nll(hidden, head, targets)

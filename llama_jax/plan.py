@@ -129,7 +129,10 @@ def plan(config, n_devices: int, hbm_gib: float = 0.0, peak_tflops: float = 0.0,
       "batch": {"sequences": batch, "seq_len": seq_len, "grad_accum": accum,
                 "tokens_per_step": tokens,
                 "sequences_per_device_per_microbatch": batch / accum / max(
-                    1, mesh.shape["data"] * mesh.shape["fsdp"])},
+                    1, mesh.shape["data"] * mesh.shape["fsdp"]),
+                # The sequence axis splits each sequence's tokens across its devices.
+                "tokens_per_device_per_microbatch": tokens / accum / max(
+                    1, mesh.shape["data"] * mesh.shape["fsdp"] * mesh.shape["sequence"])},
       "per_device_bytes": {
           "params": _shard_bytes(abstract.params, shardings.params),
           "optimizer_state": _shard_bytes(abstract.opt_state, shardings.opt_state),
@@ -165,7 +168,8 @@ def format_report(name: str, r: dict) -> str:
       f"compute), attention={m['attention']}, remat={m['remat']}, scan_layers={m['scan_layers']}",
       f"  batch     {r['batch']['sequences']} x {r['batch']['seq_len']} tokens, grad_accum "
       f"{r['batch']['grad_accum']} ({r['batch']['sequences_per_device_per_microbatch']:g} "
-      "sequences per device per micro-batch)",
+      f"sequences, {r['batch']['tokens_per_device_per_microbatch']:,.0f} tokens per device per "
+      "micro-batch)",
       "  per device:",
       f"    parameters            {_size(b['params']):>12}   (all devices "
       f"{_size(r['total_bytes']['params'])})",

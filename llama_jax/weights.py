@@ -45,7 +45,7 @@ def _global_map(cfg: ModelConfig):
       ("model.norm.weight", ("norm", "scale"), None, None),
   ]
   if not cfg.tie_embeddings:
-    out.append(("lm_head.weight", ("lm_head",), np.transpose, np.transpose))
+    out.append(("lm_head.weight", ("lm_head",), None, None))
   return out
 
 

@@ -15,6 +15,9 @@ from llama_jax import model as model_lib
     ("cpu", {}, "xla_blocked"),
     ("cpu", {"decoding": True}, "xla"),
     ("cpu", {"packed": True}, "xla_blocked"),
+    ("cpu", {"seq_len": attention.CPU_BLOCKED_MAX_LEN}, "xla_blocked"),
+    ("cpu", {"seq_len": attention.CPU_BLOCKED_MAX_LEN + 1}, "chunked"),  # linear memory
+    ("cpu", {"seq_len": 8192, "decoding": True}, "xla"),
     ("gpu", {"dtype": jnp.bfloat16}, "cudnn"),
     ("gpu", {"dtype": jnp.float32}, "chunked"),  # cuDNN flash needs 16-bit inputs
     ("gpu", {"dtype": jnp.bfloat16, "packed": True}, "chunked"),  # never attend across documents

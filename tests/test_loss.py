@@ -8,7 +8,7 @@ from llama_jax import loss
 
 
 def numpy_nll(hidden, head, targets):
-  logits = np.einsum("btd,dv->btv", hidden.astype(np.float64), head.astype(np.float64))
+  logits = np.einsum("btd,vd->btv", hidden.astype(np.float64), head.astype(np.float64))
   logits -= logits.max(-1, keepdims=True)
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   return -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
@@ -18,7 +18,7 @@ def numpy_nll(hidden, head, targets):
 def test_token_nll_matches_numpy(t, chunk):
   rng = np.random.RandomState(0)
   hidden = rng.randn(2, t, 12).astype(np.float32)
-  head = (3 * rng.randn(12, 50)).astype(np.float32)
+  head = (3 * rng.randn(50, 12)).astype(np.float32)
   targets = rng.randint(0, 50, (2, t))
   got = loss.token_nll(jnp.asarray(hidden), jnp.asarray(head), jnp.asarray(targets), chunk)
   np.testing.assert_allclose(np.asarray(got), numpy_nll(hidden, head, targets), rtol=2e-5,
@@ -28,7 +28,7 @@ def test_token_nll_matches_numpy(t, chunk):
 def test_masked_sum_and_gradients_match_unchunked():
   rng = np.random.RandomState(1)
   hidden = jnp.asarray(rng.randn(2, 33, 8), jnp.float32)
-  head = jnp.asarray(rng.randn(8, 40), jnp.float32)
+  head = jnp.asarray(rng.randn(40, 8), jnp.float32)
   targets = jnp.asarray(rng.randint(0, 40, (2, 33)))
   mask = jnp.asarray(rng.rand(2, 33) > 0.3)
 
@@ -47,7 +47,7 @@ def test_masked_sum_and_gradients_match_unchunked():
 
 def test_chunked_loss_never_materialises_full_logits():
   hidden = jax.ShapeDtypeStruct((1, 8192, 64), jnp.float32)
-  head = jax.ShapeDtypeStruct((64, 8192), jnp.float32)
+  head = jax.ShapeDtypeStruct((8192, 64), jnp.float32)
   targets = jax.ShapeDtypeStruct((1, 8192), jnp.int32)
 
   def temp_bytes(chunk):

@@ -137,7 +137,7 @@ def small_params(seed=0):
   rng = np.random.default_rng(seed)
   shapes = {"embed": (5, 3), "layers": {"attention": {"q": (2, 3, 2), "k": (2, 3, 2)},
                                         "ffn_norm": {"scale": (2, 3)}},
-            "norm": {"scale": (3,)}, "lm_head": (3, 5)}
+            "norm": {"scale": (3,)}, "lm_head": (5, 3)}
   return jax.tree.map(lambda s: rng.standard_normal(s).astype(np.float32), shapes,
                       is_leaf=lambda x: isinstance(x, tuple))
 

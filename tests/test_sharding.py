@@ -113,7 +113,7 @@ EXPECTED = {
     "layers/ffn/down": P(None, "tensor", "fsdp"),
     "layers/attention_norm/scale": P(None, None),
     "norm/scale": P(None),
-    "lm_head": P("fsdp", "tensor"),
+    "lm_head": P("tensor", "fsdp"),
 }
 
 
@@ -194,14 +194,14 @@ def test_tensor_parallel_layout():
   expected_shard_shapes = {  # fsdp=2 splits embed, tensor=4 splits heads/mlp/vocab
       "q": (l, d // 2, h // 4, hd), "o": (l, h // 4, hd, d // 2),
       "gate": (l, d // 2, f // 4), "down": (l, f // 4, d // 2),
-      "embed": (v // 4, d // 2), "lm_head": (d // 2, v // 4)}
+      "embed": (v // 4, d // 2), "lm_head": (v // 4, d // 2)}
   got = {
       "q": shardings["layers"]["attention"]["q"].get_value().shard_shape((l, d, h, hd)),
       "o": shardings["layers"]["attention"]["o"].get_value().shard_shape((l, h, hd, d)),
       "gate": shardings["layers"]["ffn"]["gate"].get_value().shard_shape((l, d, f)),
       "down": shardings["layers"]["ffn"]["down"].get_value().shard_shape((l, f, d)),
       "embed": shardings["embed"].get_value().shard_shape((v, d)),
-      "lm_head": shardings["lm_head"].get_value().shard_shape((d, v))}
+      "lm_head": shardings["lm_head"].get_value().shard_shape((v, d))}
   assert got == expected_shard_shapes
 
 

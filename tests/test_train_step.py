@@ -116,8 +116,12 @@ MESHES = [{"data": 1}, {"data": 8}, {"data": 2, "fsdp": 4}, {"fsdp": 2, "tensor"
 def test_meshes_give_the_same_losses_and_shard_the_parameters():
   batches = make_batches(3)
   runs = {}
+  # eps=1 makes Adam's update proportional to the gradient (see the accumulation test below):
+  # with a tiny eps, float noise in near-zero gradients becomes whole ~lr-sized updates and
+  # the parameters could only be compared loosely.
+  ocfg = optim_cfg(eps=1.0, peak_lr=1.0)
   for axes in MESHES:
-    state, history, init, mesh = train(axes, batches)
+    state, history, init, mesh = train(axes, batches, ocfg=ocfg)
     runs[str(axes)] = (history, init, jax.tree.map(np.asarray, state.params))
     total = sum(x.nbytes for x in jax.tree.leaves(state.params))
     per_device = sharding.bytes_per_device(state.params)
@@ -142,9 +146,7 @@ def test_meshes_give_the_same_losses_and_shard_the_parameters():
     for got, want in zip(history, ref_history):
       assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), name
       assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4), name
-    # Adam can turn float noise in a near-zero gradient into a visible change of that one
-    # element (its update is ~lr * sign(g)), so parameters are compared as whole tensors.
-    jax.tree.map(lambda a, b: relative_error(a, b) < 1e-4 or pytest.fail(name),
+    jax.tree.map(lambda a, b: relative_error(a, b) < 1e-5 or pytest.fail(name),
                  params, ref_params)
 
 

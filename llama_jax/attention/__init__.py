@@ -22,14 +22,21 @@ IMPLEMENTATIONS: dict[str, str] = {
 }
 
 
+# On CPU, `auto` uses xla_blocked up to this many keys and chunked beyond: measured on
+# configs/bench_34m.py, xla_blocked is faster at 512-1024 tokens, chunked at 2048 (and its
+# memory stays linear in the length).
+CPU_BLOCKED_MAX_LEN = 1024
+
+
 def resolve(impl: str, *, packed: bool = False, decoding: bool = False,
-            dtype=None) -> str:
+            dtype=None, seq_len: int | None = None) -> str:
   """The concrete kernel for `impl` on the default backend and this call's shape of problem.
 
   Fused kernels only cover full causal self-attention: when decoding against a KV cache they
   hand over to `chunked`. `auto` takes cuDNN on GPU for unpacked bf16/fp16 training, splash on
   TPU, and otherwise `chunked` (O(sequence) memory); on CPU `xla_blocked` (the reference with
-  causal block skipping, fastest at the short lengths CPUs train on), or `xla` when decoding.
+  causal block skipping, fastest at the short lengths CPUs train on) up to
+  CPU_BLOCKED_MAX_LEN keys, `chunked` beyond, and `xla` when decoding.
   """
   backend = jax.default_backend()
   if impl in ("cudnn", "splash") and decoding:
@@ -43,7 +50,7 @@ def resolve(impl: str, *, packed: bool = False, decoding: bool = False,
     return "cudnn" if (not packed and low_precision) else "chunked"
   if backend == "tpu":
     return "splash"
-  return "xla_blocked"
+  return "chunked" if seq_len is not None and seq_len > CPU_BLOCKED_MAX_LEN else "xla_blocked"
 
 
 def get(impl: str) -> Callable:
@@ -56,7 +63,8 @@ def get(impl: str) -> Callable:
 def dot_product_attention(q, k, v, *, impl: str = "xla", q_segment_ids=None,
                           kv_segment_ids=None, q_offset=0, **kwargs):
   decoding = not (isinstance(q_offset, int) and q_offset == 0) or q.shape[1] != k.shape[1]
-  impl = resolve(impl, packed=q_segment_ids is not None, decoding=decoding, dtype=q.dtype)
+  impl = resolve(impl, packed=q_segment_ids is not None, decoding=decoding, dtype=q.dtype,
+                 seq_len=k.shape[1])
   if impl not in ("chunked", "splash"):
     kwargs.pop("block_size", None)
   return get(impl)(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
