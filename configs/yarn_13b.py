@@ -8,8 +8,11 @@ Before: python -m llama_jax.convert --from=hf --to=llama_jax --src=Llama-2-13b-h
           --dst=ckpt/llama2_13b   (and prepare TFDS `pg19`)
 Command:
   python -m llama_jax.train --config=configs/yarn_13b.py --workdir=runs/yarn_13b
-Hardware: 8 GPUs with 80 GB (A100/H100), FSDP over the 8: ~26 GB of parameters + Adam state per
-  device plus one 64k sequence of activations per micro-batch; 16 devices give more headroom.
+Hardware: FSDP over 8 devices puts ~26 GB of parameters + Adam state on each, and
+  `python -m llama_jax.plan --config=configs/yarn_13b.py --hbm_gib=80` estimates a 118 GiB peak
+  per device with one 64k sequence per micro-batch: 8 x H200 (141 GB), or split sequences on
+  80 GB parts, e.g. 64 devices with --config.mesh.fsdp=32 --config.mesh.sequence=2
+  --config.grad_accum=2 (planned peak 56 GiB). The plan is a CPU-compiled estimate.
 Expected: Proof-pile perplexity 3.25 at 8k, 2.50 at 32k, 2.29 at 64k (Table 2); passkey to 64k
   at 97.5% (Table 5). Time ~23 h on 8 H100 at 40% MFU (2.6e20 model FLOPs).
 """
