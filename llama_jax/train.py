@@ -370,6 +370,27 @@ def _user_errors() -> tuple[type[Exception], ...]:
           checkpoint_io.CheckpointError)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with a one-line error for a `--config.x.y=v` override naming no config key.
+
+  config_flags applies overrides while parsing, so a misspelt key surfaces here as the
+  config's AttributeError/KeyError (with a "did you mean"), before `main` could catch it.
+  """
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"error: {e}. Pass --helpfull to list the flags.")
+  except (AttributeError, KeyError) as e:
+    detail = e
+    while isinstance(detail, (AttributeError, KeyError)) and detail.args and isinstance(
+        detail.args[0], BaseException):
+      detail = detail.args[0]
+    text = " ".join(str(detail.args[0] if detail.args else detail).split())
+    overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    sys.exit(f"error: ConfigError: an override names no config key ({text.strip()}); "
+             f"overrides given: {overrides}. Every key and its default is in configs/base.py.")
+
+
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
