@@ -1,7 +1,7 @@
 """Train-step speed, MFU and memory over sequence lengths, against HF transformers + torch.
 
   python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench \
-      [--seq_lens=256,512,1024,2048] [--impls=xla,chunked,hf_torch] [--batch_mode=tokens]
+      [--seq_lens=256,512,1024,2048] [--impls=xla,xla_blocked,chunked,hf_torch] [--batch_mode=tokens]
 
 For each sequence length and implementation it records: step time (median of `--steps` timed
 steps after `--warmup`), tokens/s, model TFLOP/s (`ModelConfig.flops_per_token`, causal
@@ -49,7 +49,7 @@ def define_flags() -> None:
       lock_config=True)
   flags.DEFINE_string("out", None, "Directory for bench.json, bench.md and bench.png.")
   flags.DEFINE_list("seq_lens", None, "Sequence lengths (default: the config's).")
-  flags.DEFINE_list("impls", ["xla", "chunked", "hf_torch"],
+  flags.DEFINE_list("impls", ["xla", "xla_blocked", "chunked", "hf_torch"],
       "Attention kernels of llama_jax, and/or hf_torch (the baseline).")
   flags.DEFINE_enum("batch_mode", "tokens", ["tokens", "fixed"],
       "tokens: keep batch_size*seq_len tokens per step; fixed: keep "
@@ -222,7 +222,8 @@ def main(argv):
   name = Path(config_flags.get_config_filename(flags.FLAGS["config"])).name
   seq_lens = [int(s) for s in (FLAGS.seq_lens or [config.seq_len])]
   run(config, FLAGS.out, seq_lens, FLAGS.impls, FLAGS.batch_mode, FLAGS.steps,
-      FLAGS.warmup, FLAGS.time, FLAGS.torch_threads, command=" ".join(sys.argv), name=name)
+      FLAGS.warmup, FLAGS.time, FLAGS.torch_threads,
+      command=" ".join(["python -m llama_jax.bench", *sys.argv[1:]]), name=name)
 
 
 if __name__ == "__main__":

@@ -111,4 +111,5 @@ def test_command_line_compile_only(tmp_path):
   data = json.loads((tmp_path / "bench.json").read_text())
   assert [(r["impl"], r["seq_len"], r["batch"]) for r in data["records"]] == [
       ("xla", 32, 2), ("chunked", 32, 2), ("xla", 64, 1), ("chunked", 64, 1)]
+  assert data["header"]["command"].startswith("python -m llama_jax.bench --config=")
   assert "--time=false" in data["header"]["command"]
