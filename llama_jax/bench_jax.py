@@ -73,7 +73,8 @@ class JaxStep:
                seed: int = 0, total_steps: int = 1000):
     self.model_cfg, self.batch, self.seq_len, self.seed = model_cfg, batch, seq_len, seed
     self.tx, schedule = train_step_lib.make_optimizer(model_cfg, optim_cfg, total_steps)
-    self._jitted = train_step_lib.make_train_step(model_cfg, self.tx, schedule)
+    self._jitted = train_step_lib.make_train_step(model_cfg, self.tx, schedule,
+                                                  trainable=optim_cfg.trainable)
     self.compiled = None
     self.state = None
     self.data = None

@@ -108,7 +108,8 @@ def plan(config, n_devices: int, hbm_gib: float = 0.0, peak_tflops: float = 0.0,
   abstract = train_step_lib.abstract_state(model_cfg, tx, int(config.seed))
   shardings = train_step_lib.state_shardings(abstract, model_cfg, mesh, rules)
   step = train_step_lib.make_train_step(model_cfg, tx, schedule, accum, rules=rules,
-                                        shardings=shardings)
+                                        shardings=shardings,
+                                        trainable=config.optim.trainable)
   state_in = sharding_lib.with_shardings(abstract, shardings)
   batch_in = bench_jax.abstract_batch(batch, seq_len, sharding_lib.batch_sharding(mesh, rules))
   start = time.perf_counter()

@@ -255,7 +255,8 @@ def run(config, workdir: str, devices=None) -> RunResult:
       say(f"start     {origin}; workdir {workdir}")
       say(f"peak      {peak / 1e12:,.3g} TFLOP/s per device ({peak_source})")
 
-      step_fn = train_step.make_train_step(cfg, tx, schedule, c.grad_accum, rules, shardings)
+      step_fn = train_step.make_train_step(cfg, tx, schedule, c.grad_accum, rules, shardings,
+                                           trainable=c.optim.trainable)
       eval_fn = train_step.make_eval_step(cfg, rules)
 
       def evaluate(step: int, params) -> None:

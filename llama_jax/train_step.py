@@ -16,6 +16,10 @@
   step; summed NLL, token counts and gradients are accumulated in float32 and divided by the
   total token count once, so accumulation equals the large batch exactly (up to summation
   order) and there is one optimizer update per step.
+- Frozen parameters (paths not matching `optim.trainable`) enter the loss through
+  `stop_gradient`, so their weight gradients are never computed (an adapter run skips the
+  base model's weight-gradient GEMMs, a third of its FLOPs) and `grad_norm` is the norm of
+  what the optimizer updates.
 - Micro-batch a takes rows a, a+A, a+2A, ... of the global batch. With the batch sharded in
   contiguous row blocks whose size is a multiple of A (what `validate_mesh` requires), those
   rows are already on the right device: the split moves no data.
@@ -116,17 +120,25 @@ def _split_micro(batch: dict, accum: int, rules: Rules | None) -> dict:
 
 def make_train_step(model_cfg: ModelConfig, tx, schedule: Callable, grad_accum: int = 1,
                     rules: Rules | None = None, shardings: TrainState | None = None,
-                    loss_chunk: int = LOSS_CHUNK):
+                    loss_chunk: int = LOSS_CHUNK, trainable: str = ".*"):
   """The jitted `(state, batch) -> (state, metrics)`, state donated.
 
   batch: dict of global arrays [B, T] (`BATCH_KEYS`). metrics: loss (mean NLL per target
-  token), grad_norm (global norm before clipping), learning_rate (of this update), tokens
-  (target tokens in the batch); float32 scalars. Call it inside `jax.set_mesh(mesh)` when
-  `rules` are given.
+  token), grad_norm (global norm of the trainable gradients before clipping), learning_rate
+  (of this update), tokens (target tokens in the batch); float32 scalars. `trainable` is
+  `optim.trainable` (the regex the optimizer was built with). Call it inside
+  `jax.set_mesh(mesh)` when `rules` are given.
   """
   graphdef, _ = nnx.split(model_lib.abstract(model_cfg, rules))
-  grad_fn = jax.value_and_grad(
-      lambda p, b: _loss_sums(graphdef, p, b, loss_chunk), has_aux=True)
+  mask = optim.trainable_mask(abstract_params(model_cfg), trainable)
+  all_trainable = all(jax.tree.leaves(mask))
+
+  def loss_sums(params, batch):
+    if not all_trainable:
+      params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, mask)
+    return _loss_sums(graphdef, params, batch, loss_chunk)
+
+  grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
 
   def step(state: TrainState, batch: dict):
     batch = {k: batch[k] for k in BATCH_KEYS}

@@ -67,7 +67,8 @@ def train(mesh_axes, batches, accum=1, steps=3, cfg=CFG, ocfg=None, params=None)
       params = jax.device_put(params, shard.params)
     state = train_step.create_state(cfg, tx, 0, shard, params)
     init = jax.tree.map(np.asarray, state.params)
-    step = train_step.make_train_step(cfg, tx, sched, accum, DEFAULT_RULES, shard)
+    step = train_step.make_train_step(cfg, tx, sched, accum, DEFAULT_RULES, shard,
+                                       trainable=(ocfg or optim_cfg()).trainable)
     history = []
     for batch in batches[:steps]:
       state, m = step(state, sharding.global_batch(batch, mesh, DEFAULT_RULES))
@@ -190,6 +191,39 @@ def test_frozen_parameters_do_not_move_and_eval_step_sums():
                            sharding.global_batch(batches[0], mesh, DEFAULT_RULES))
   assert float(count) == batches[0]["loss_mask"].sum()
   assert float(nll) / float(count) == pytest.approx(history[0]["loss"], rel=1e-5)
+
+
+def test_frozen_parameters_get_no_weight_gradients():
+  """Frozen weights enter through stop_gradient: grad_norm covers only the trainable ones (checked
+  against the masked full gradient) and the compiled step does fewer FLOPs."""
+  from flax import nnx
+  from llama_jax import bench_jax, model as model_lib, optim
+  batch = make_batches(1, seed=11)[0]
+  regex = "layers/ffn"
+  tx, sched = train_step.make_optimizer(CFG, optim_cfg(trainable=regex), 10)
+  state = jax.jit(lambda: train_step.init_state(CFG, tx, 0))()
+  params0 = jax.tree.map(np.asarray, state.params)
+  step = train_step.make_train_step(CFG, tx, sched, trainable=regex)
+  _, metrics = step(state, {k: jax.numpy.asarray(v) for k, v in batch.items()})
+
+  graphdef, _ = nnx.split(model_lib.abstract(CFG))
+  (nll, count), grads = jax.value_and_grad(
+      lambda p: train_step._loss_sums(graphdef, p, batch, 1024), has_aux=True)(params0)
+  mask = optim.trainable_mask(params0, regex)
+  sq = [np.sum((np.asarray(g, np.float64) / float(count)) ** 2)
+        for g, t in zip(jax.tree.leaves(grads), jax.tree.leaves(mask)) if t]
+  full = np.sqrt(sum(np.sum((np.asarray(g, np.float64) / float(count)) ** 2)
+                     for g in jax.tree.leaves(grads)))
+  assert float(metrics["grad_norm"]) == pytest.approx(np.sqrt(sum(sq)), rel=1e-5)
+  assert float(metrics["grad_norm"]) < 0.99 * full  # the frozen gradients are really left out
+
+  def step_flops(trainable):
+    tx_, sched_ = train_step.make_optimizer(CFG, optim_cfg(trainable=trainable), 10)
+    fn = train_step.make_train_step(CFG, tx_, sched_, trainable=trainable)
+    compiled = fn.lower(train_step.abstract_state(CFG, tx_),
+                        bench_jax.abstract_batch(B, T)).compile()
+    return bench_jax.flops_from_cost_analysis(compiled)
+  assert step_flops(regex) < 0.9 * step_flops(".*")
 
 
 def test_abstract_state_allocates_nothing_for_a_65b_model():
