@@ -12,6 +12,7 @@ Expected (2-core AMD EPYC CPU, tcmalloc, one run; README "Benchmark" has the ful
   chunked       512   10.58   387       51.4%  0.90
   hf_torch      512   9.55    429       56.9%  1.00
   chunked       2048  12.71   322       51.2%  0.83   (peak memory 16k/8k = 1.87x: linear)
+  The 512 ratio moves between runs with the machine (0.89-0.97x seen); compare rows of one run.
 """
 from configs import base
 
