@@ -120,13 +120,14 @@ def _split_micro(batch: dict, accum: int, rules: Rules | None) -> dict:
 
 def make_train_step(model_cfg: ModelConfig, tx, schedule: Callable, grad_accum: int = 1,
                     rules: Rules | None = None, shardings: TrainState | None = None,
-                    loss_chunk: int = LOSS_CHUNK, trainable: str = ".*"):
+                    loss_chunk: int = LOSS_CHUNK, *, trainable: str):
   """The jitted `(state, batch) -> (state, metrics)`, state donated.
 
   batch: dict of global arrays [B, T] (`BATCH_KEYS`). metrics: loss (mean NLL per target
   token), grad_norm (global norm of the trainable gradients before clipping), learning_rate
-  (of this update), tokens (target tokens in the batch); float32 scalars. `trainable` is
-  `optim.trainable` (the regex the optimizer was built with). Call it inside
+  (of this update), tokens (target tokens in the batch); float32 scalars. `trainable` must be
+  the `optim.trainable` the optimizer was built with (required: a narrower regex would starve
+  parameters the optimizer updates of their gradients). Call it inside
   `jax.set_mesh(mesh)` when `rules` are given.
   """
   graphdef, _ = nnx.split(model_lib.abstract(model_cfg, rules))
