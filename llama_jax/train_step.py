@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from llama_jax import compile_options as compile_lib
 from llama_jax import logical_axes
 from llama_jax import loss as loss_lib
 from llama_jax import model as model_lib
@@ -98,12 +99,12 @@ def create_state(model_cfg: ModelConfig, tx, seed: int, shardings: TrainState,
 
 
 # ------------------------------------------------------------------------------ steps
-def _loss_sums(graphdef, params, batch, loss_chunk: int):
+def _loss_sums(graphdef, params, batch, loss_chunk: int, vocab_chunk: int = 0):
   """(summed masked NLL, masked token count), float32 scalars, for one (micro-)batch."""
   model = nnx.merge(graphdef, params)
   hidden, _ = model.features(batch["tokens"], batch["positions"], batch["segment_ids"])
   return loss_lib.cross_entropy(hidden, model.head(), batch["targets"], batch["loss_mask"],
-                                loss_chunk)
+                                loss_chunk, vocab_chunk)
 
 
 def _split_micro(batch: dict, accum: int, rules: Rules | None) -> dict:
@@ -120,7 +121,8 @@ def _split_micro(batch: dict, accum: int, rules: Rules | None) -> dict:
 
 def make_train_step(model_cfg: ModelConfig, tx, schedule: Callable, grad_accum: int = 1,
                     rules: Rules | None = None, shardings: TrainState | None = None,
-                    loss_chunk: int = LOSS_CHUNK, *, trainable: str):
+                    loss_chunk: int = LOSS_CHUNK, *, trainable: str,
+                    compilation: compile_lib.StepCompilation | None = None):
   """The jitted `(state, batch) -> (state, metrics)`, state donated.
 
   batch: dict of global arrays [B, T] (`BATCH_KEYS`). metrics: loss (mean NLL per target
@@ -128,8 +130,10 @@ def make_train_step(model_cfg: ModelConfig, tx, schedule: Callable, grad_accum: 
   (of this update), tokens (target tokens in the batch); float32 scalars. `trainable` must be
   the `optim.trainable` the optimizer was built with (required: a narrower regex would starve
   parameters the optimizer updates of their gradients). Call it inside
-  `jax.set_mesh(mesh)` when `rules` are given.
+  `jax.set_mesh(mesh)` when `rules` are given. `compilation` defaults to the default backend's
+  (`compile_options.for_backend`).
   """
+  compilation = compilation or compile_lib.for_backend()
   graphdef, _ = nnx.split(model_lib.abstract(model_cfg, rules))
   mask = optim.trainable_mask(abstract_params(model_cfg), trainable)
   all_trainable = all(jax.tree.leaves(mask))
@@ -137,7 +141,7 @@ def make_train_step(model_cfg: ModelConfig, tx, schedule: Callable, grad_accum: 
   def loss_sums(params, batch):
     if not all_trainable:
       params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, mask)
-    return _loss_sums(graphdef, params, batch, loss_chunk)
+    return _loss_sums(graphdef, params, batch, loss_chunk, compilation.vocab_chunk)
 
   grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
 
@@ -170,15 +174,19 @@ def make_train_step(model_cfg: ModelConfig, tx, schedule: Callable, grad_accum: 
     return new_state, metrics
 
   out = None if shardings is None else (shardings, None)
-  return jax.jit(step, donate_argnums=0, out_shardings=out)
+  return jax.jit(step, donate_argnums=0, out_shardings=out,
+                 compiler_options=compilation.xla_options)
 
 
 def make_eval_step(model_cfg: ModelConfig, rules: Rules | None = None,
-                   loss_chunk: int = LOSS_CHUNK):
+                   loss_chunk: int = LOSS_CHUNK,
+                   compilation: compile_lib.StepCompilation | None = None):
   """The jitted `(params, batch) -> (summed NLL, token count)` for held-out perplexity."""
+  compilation = compilation or compile_lib.for_backend()
   graphdef, _ = nnx.split(model_lib.abstract(model_cfg, rules))
 
   def eval_step(params, batch):
-    return _loss_sums(graphdef, params, {k: batch[k] for k in BATCH_KEYS}, loss_chunk)
+    return _loss_sums(graphdef, params, {k: batch[k] for k in BATCH_KEYS}, loss_chunk,
+                      compilation.vocab_chunk)
 
-  return jax.jit(eval_step)
+  return jax.jit(eval_step, compiler_options=compilation.xla_options)
