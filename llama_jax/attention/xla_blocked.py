@@ -85,15 +85,31 @@ def _attend_bwd(blocks, scale, residuals, d_out):
     ds = ds.astype(qh.dtype)
     dq.append(jnp.einsum("bkgts,bksd->bkgtd", ds, kh[:, :, :keys],
                          preferred_element_type=jnp.float32))
-    pad = ((0, 0), (0, 0), (0, s - keys), (0, 0))
-    dk.append(jnp.pad(jnp.einsum("bkgts,bkgtd->bksd", ds, qh[:, :, :, start:end],
-                                 preferred_element_type=jnp.float32), pad))
-    dv.append(jnp.pad(jnp.einsum("bkgts,bkgtd->bksd", p.astype(vh.dtype),
-                                 d_out_l.astype(vh.dtype), preferred_element_type=jnp.float32),
-                      pad))
+    dk.append(jnp.einsum("bkgts,bkgtd->bksd", ds, qh[:, :, :, start:end],
+                         preferred_element_type=jnp.float32))
+    dv.append(jnp.einsum("bkgts,bkgtd->bksd", p.astype(vh.dtype), d_out_l.astype(vh.dtype),
+                         preferred_element_type=jnp.float32))
   dq = dq[0] if len(dq) == 1 else jnp.concatenate(dq, axis=3)
-  return (dq.astype(qh.dtype), sum(dk).astype(kh.dtype), sum(dv).astype(vh.dtype),
-          None)
+  return (dq.astype(qh.dtype), _sum_prefixes(dk, blocks, s).astype(kh.dtype),
+          _sum_prefixes(dv, blocks, s).astype(vh.dtype), None)
+
+
+def _sum_prefixes(parts, blocks, s):
+  """Σ_i parts[i] zero-padded to s keys, where parts[i] covers the key prefix of block i.
+
+  Assembled key segment by key segment (segment j is covered by blocks j, j+1, ...), so no
+  padded copy of any part is ever written.
+  """
+  bounds = [0] + [keys for _, _, keys in blocks]
+  pieces = []
+  for j in range(len(blocks)):
+    lo, hi = bounds[j], bounds[j + 1]
+    if hi > lo:
+      pieces.append(sum(part[:, :, lo:hi] for part in parts[j:]))
+  total = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=2)
+  if bounds[-1] < s:
+    total = jnp.pad(total, ((0, 0), (0, 0), (0, s - bounds[-1]), (0, 0)))
+  return total
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)
