@@ -21,8 +21,11 @@ Writes DIR/bench.json (header + one record per impl and length), DIR/bench.md (a
 DIR/bench.png (throughput and memory against sequence length, one line per impl).
 
 CPU runs: `--malloc=auto` restarts the benchmark with tcmalloc preloaded when it is installed
-(both runtimes then use it; `llama_jax/malloc.py` says why it matters); `--xla_cpu_flags` appends
-XLA flags for CPU compilation (XLA's defaults already route matmuls through its YNNPACK fusions).
+(both runtimes then use it; `llama_jax/malloc.py` says why it matters). The JAX steps compile as
+training compiles them (`--step_compile=backend`: on CPU without YNNPACK fusions and with the
+logits in vocabulary pieces, `llama_jax/compile_options.py`); `--step_compile=xla_defaults`
+compiles them with XLA's defaults instead, for an A/B of that choice. `--xla_cpu_flags`
+appends further XLA flags.
 """
 from __future__ import annotations
 
@@ -60,6 +63,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("torch_threads", 0, "Torch threads (0 = usable cores).")
   flags.DEFINE_string("xla_cpu_flags", DEFAULT_CPU_FLAGS,
       "XLA flags appended to XLA_FLAGS for the CPU backend.")
+  flags.DEFINE_enum("step_compile", "backend", list(STEP_COMPILE),
+      "backend: compile the JAX steps as training does (compile_options.for_backend); "
+      "xla_defaults: XLA's default options and one logits matmul.")
   flags.DEFINE_enum("malloc", "auto", list(malloc.CHOICES),
       "auto: restart with tcmalloc preloaded when it is installed (the JAX steps and the "
       "HF/torch child then share it; see llama_jax/malloc.py); tcmalloc: require it; system: "
@@ -67,6 +73,7 @@ def define_flags() -> None:
 
 
 HF = "hf_torch"
+STEP_COMPILE = ("backend", "xla_defaults")
 
 
 def batch_for(config, seq_len: int, mode: str) -> int:
@@ -77,9 +84,11 @@ def batch_for(config, seq_len: int, mode: str) -> int:
 
 def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode: str = "tokens",
         steps: int = 5, warmup: int = 2, time_steps: bool = True, torch_threads: int = 0,
-        command: str = "", name: str = "config") -> list[dict]:
+        command: str = "", name: str = "config", step_compile: str = "backend") -> list[dict]:
   """The whole benchmark; returns the records it wrote to `out_dir`."""
   import jax
+
+  from llama_jax import compile_options
 
   from llama_jax import attention as attention_lib
   from llama_jax import bench_report
@@ -91,6 +100,10 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
     if impl != HF and impl not in attention_lib.IMPLEMENTATIONS and impl != "auto":
       raise ValueError(f"--impls: {impl!r} is neither {HF!r} nor an attention kernel "
                        f"{sorted(attention_lib.IMPLEMENTATIONS) + ['auto']}")
+  if step_compile not in STEP_COMPILE:
+    raise ValueError(f"--step_compile={step_compile!r}; allowed: {list(STEP_COMPILE)}")
+  compilation = (compile_options.for_backend() if step_compile == "backend"
+                 else compile_options.DEFAULT)
   if not seq_lens or any(t < 1 for t in seq_lens):
     raise ValueError(f"--seq_lens={seq_lens} must be positive integers")
   base_cfg = config_lib.validate(config, check_paths=False).model
@@ -113,6 +126,8 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
       "peak_datasheet": (f"{peaks['datasheet'] / 1e9:.1f} GFLOP/s ({peaks['datasheet_source']})"
                          if peaks.get("datasheet") else peaks["datasheet_source"]),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "step_compile": (f"{step_compile}: compiler_options {compilation.xla_options}, "
+                       f"vocab_chunk {compilation.vocab_chunk or 'none'}"),
       "allocator": malloc.describe(),
       "peaks": peaks,
   }
@@ -123,7 +138,7 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
                                                          seq_len))
     flops[seq_len] = cfg_t.flops_per_token(seq_len)
     rows = _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_steps,
-                           torch_threads, header, device)
+                           torch_threads, header, device, compilation)
     rows_all += rows
     if time_steps:  # the peak again, at the load the steps just saw; the best one counts
       again = bench_report.device_peaks(base_cfg.dtype)
@@ -141,7 +156,7 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
 
 
 def _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_steps,
-                    torch_threads, header, device) -> list[dict]:
+                    torch_threads, header, device, compilation=None) -> list[dict]:
   """Compiles (and times, interleaved) every implementation at one length; one row each."""
   from llama_jax import bench_jax, bench_report
   runners, rows = {}, {}
@@ -161,7 +176,8 @@ def _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_st
         runner.set_batch(bench_jax.synthetic_batch(batch, seq_len, cfg_t.vocab_size))
       else:
         rows[impl] = row
-        runner = bench_jax.JaxStep(cfg_t.replace(attention=impl), config.optim, batch, seq_len)
+        runner = bench_jax.JaxStep(cfg_t.replace(attention=impl), config.optim, batch, seq_len,
+                                   compilation=compilation)
         info = runner.compile()
         row.update(compile_seconds=info["compile_seconds"],
                    peak_memory_bytes=info["memory"].get("peak_bytes"), memory=info["memory"],
@@ -223,7 +239,8 @@ def main(argv):
   seq_lens = [int(s) for s in (FLAGS.seq_lens or [config.seq_len])]
   run(config, FLAGS.out, seq_lens, FLAGS.impls, FLAGS.batch_mode, FLAGS.steps,
       FLAGS.warmup, FLAGS.time, FLAGS.torch_threads,
-      command=" ".join(["python -m llama_jax.bench", *sys.argv[1:]]), name=name)
+      command=" ".join(["python -m llama_jax.bench", *sys.argv[1:]]), name=name,
+      step_compile=FLAGS.step_compile)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """One llama_jax train step, compiled ahead of time and timed: the JAX side of `bench.py`.
 
 The step is the trainer's own (`train_step.make_train_step`: chunked cross-entropy, AdamW with
-clipping, state donated), so the benchmark measures what training runs. Compilation is timed
+clipping, state donated, the backend's compile options unless `compilation` says otherwise), so
+the benchmark measures what training runs. Compilation is timed
 separately (`lower` + `compile`), memory comes from the compiled executable's
 `memory_analysis()` (what XLA plans to hold: arguments + outputs - donated aliases + temporaries;
 exact on every backend, nothing needs to run), and on GPUs also from the allocator's peak.
@@ -70,11 +71,12 @@ class JaxStep:
   """The compiled train step for one (model config, batch, seq_len), with its state."""
 
   def __init__(self, model_cfg: ModelConfig, optim_cfg, batch: int, seq_len: int,
-               seed: int = 0, total_steps: int = 1000):
+               seed: int = 0, total_steps: int = 1000, compilation=None):
     self.model_cfg, self.batch, self.seq_len, self.seed = model_cfg, batch, seq_len, seed
     self.tx, schedule = train_step_lib.make_optimizer(model_cfg, optim_cfg, total_steps)
     self._jitted = train_step_lib.make_train_step(model_cfg, self.tx, schedule,
-                                                  trainable=optim_cfg.trainable)
+                                                  trainable=optim_cfg.trainable,
+                                                  compilation=compilation)
     self.compiled = None
     self.state = None
     self.data = None

@@ -15,9 +15,11 @@ are scoped to the step's `jax.jit`; nothing global changes.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 VOCAB_CHUNK = 1024  # logits columns per matmul on CPU
 
@@ -27,10 +29,23 @@ class StepCompilation(NamedTuple):
   vocab_chunk: int  # loss.cross_entropy's vocab_chunk (0: one matmul over the vocabulary)
 
 
-CPU = StepCompilation({"xla_cpu_experimental_ynn_fusion_type": ""}, VOCAB_CHUNK)
+CPU_XLA_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 DEFAULT = StepCompilation({}, 0)
+
+
+@functools.cache
+def _cpu_options_known() -> bool:
+  """Whether this jaxlib's XLA:CPU has the option (older ones have no YNNPACK fusions at all)."""
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=CPU_XLA_OPTIONS).lower(
+        jnp.zeros((), jnp.float32)).compile()
+  except Exception:  # noqa: BLE001 - XLA rejects unknown options with a generic error
+    return False
+  return True
 
 
 def for_backend(backend: str | None = None) -> StepCompilation:
   """The compilation settings for `backend` (default: JAX's default backend)."""
-  return CPU if (backend or jax.default_backend()) == "cpu" else DEFAULT
+  if (backend or jax.default_backend()) != "cpu":
+    return DEFAULT
+  return StepCompilation(CPU_XLA_OPTIONS if _cpu_options_known() else {}, VOCAB_CHUNK)

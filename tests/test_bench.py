@@ -52,6 +52,7 @@ def test_timed_run_writes_json_markdown_and_plot_with_every_impl(tmp_path):
   jax_rows = [r for r in records if r["impl"] != "hf_torch"]
   assert all(r["compile_seconds"] > 0 for r in jax_rows)
   assert records[-1]["vs_hf_torch"] == pytest.approx(1.0)
+  assert data["header"]["step_compile"].startswith("backend: compiler_options")
   md = (tmp_path / "bench.md").read_text()
   assert md.count("\n| ") == 1 + len(records)  # header + one row each
   assert "hf_torch" in md and "MFU" in md
@@ -97,6 +98,8 @@ def test_bad_arguments_are_rejected(tmp_path):
     bench.run(_config(), str(tmp_path), [32], ["flash"])
   with pytest.raises(ValueError, match="--steps"):
     bench.run(_config(), str(tmp_path), [32], ["xla"], steps=0)
+  with pytest.raises(ValueError, match="--step_compile='fast'"):
+    bench.run(_config(), str(tmp_path), [32], ["xla"], step_compile="fast")
 
 
 def test_command_line_compile_only(tmp_path):
