@@ -10,8 +10,9 @@ elementwise ops on XLA's own emitters. Measured on this project's benchmark mode
 - the one shape Eigen runs slowly, the vocabulary-wide logits matmul (77 vs 160 GFLOP/s at
   4096 x 512 x 8192), is split into `VOCAB_CHUNK` columns (`loss.py`), where it runs at 145.
 Together with the attention kernel's hand-written backward (`attention/xla_blocked.py`) the
-train step is ~10% faster (interleaved A/B, minimum and median over 10 steps each). The options
-are scoped to the step's `jax.jit`; nothing global changes.
+train step got 4-10% faster (minimum and median, two interleaved A/Bs of 10 and 14 steps each).
+`python -m llama_jax.bench --step_compile=xla_defaults` re-measures the choice. The options are
+scoped to the steps' `jax.jit`; nothing global changes.
 """
 from __future__ import annotations
 

@@ -238,18 +238,3 @@ def test_abstract_state_allocates_nothing_for_a_65b_model():
   q = shard.params["layers"]["attention"]["q"]
   assert q.spec[1] == "fsdp"  # [layers, embed, heads, head_dim]: embed over fsdp
 
-
-def test_cpu_steps_compile_without_ynnpack_fusions_unless_asked():
-  """The train step carries compile_options' XLA:CPU options (scoped to its jit): no YNNPACK
-  fusion in the compiled step, while XLA's defaults would have made some."""
-  from llama_jax import bench_jax, compile_options
-
-  def fusions(compilation):
-    step = bench_jax.JaxStep(CFG, optim_cfg(), 2, 16, compilation=compilation)
-    step.compile()
-    return step.compiled.as_text().count("__ynn_fusion")
-
-  assert compile_options.for_backend("cpu").vocab_chunk == compile_options.VOCAB_CHUNK
-  assert compile_options.for_backend("gpu") == compile_options.DEFAULT
-  assert fusions(None) == 0
-  assert fusions(compile_options.DEFAULT) > 0

@@ -1,0 +1,25 @@
+"""The train step's per-backend compilation: XLA options scoped to its jit, the loss layout."""
+from test_train_step import CFG, optim_cfg
+
+from llama_jax import bench_jax, compile_options
+
+
+def _ynn_fusions(compilation):
+  step = bench_jax.JaxStep(CFG, optim_cfg(), 2, 16, compilation=compilation)
+  step.compile()
+  return step.compiled.as_text().count("__ynn_fusion")
+
+
+def test_cpu_steps_compile_without_ynnpack_fusions_unless_asked():
+  """The step carries the CPU options: no YNNPACK fusion in it, while XLA's defaults (what
+  `--step_compile=xla_defaults` benchmarks) make some."""
+  assert _ynn_fusions(None) == 0
+  assert _ynn_fusions(compile_options.DEFAULT) > 0
+
+
+def test_settings_per_backend():
+  cpu = compile_options.for_backend("cpu")
+  assert cpu.vocab_chunk == compile_options.VOCAB_CHUNK
+  assert cpu.xla_options == compile_options.CPU_XLA_OPTIONS
+  assert compile_options.for_backend("gpu") == compile_options.DEFAULT
+  assert compile_options.for_backend("tpu") == compile_options.DEFAULT
