@@ -88,10 +88,8 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
   """The whole benchmark; returns the records it wrote to `out_dir`."""
   import jax
 
-  from llama_jax import compile_options
-
   from llama_jax import attention as attention_lib
-  from llama_jax import bench_report
+  from llama_jax import bench_report, compile_options
   from llama_jax import config as config_lib
 
   if steps < 1 or warmup < 0:

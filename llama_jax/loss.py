@@ -19,20 +19,19 @@ import jax.numpy as jnp
 
 
 def _chunk_nll(hidden, head, targets, vocab_chunk: int = 0):
-  """Per-token negative log-likelihood for one chunk: hidden[B, C, D] @ head[V, D]^T."""
+  """Per-token negative log-likelihood for one chunk: hidden[B, C, D] @ head[V, D]^T.
+
+  The logits are formed `vocab_chunk` columns at a time (0: all at once); each piece gives its
+  log-sum-exp and, for the rows whose target falls in it, the target's logit.
+  """
   b, c, d = hidden.shape
   v = head.shape[0]
-  rows = hidden.reshape(b * c, d)
-  # One [B*C, D] x [D, V] matmul: the head's gradient is then a plain GEMM (model.project).
-  if vocab_chunk <= 0 or v <= vocab_chunk:
-    logits = jnp.matmul(rows, head.astype(hidden.dtype).T, preferred_element_type=jnp.float32)
-    logz = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.take_along_axis(logits, targets.reshape(-1, 1), axis=-1)[:, 0]
-    return (logz - target_logit).reshape(b, c)
-  flat_targets = targets.reshape(-1)
+  piece = vocab_chunk if 0 < vocab_chunk < v else v
+  # [B*C, D] x [D, V] matmuls: the head's gradient is then a plain GEMM (model.project).
+  rows, flat_targets = hidden.reshape(b * c, d), targets.reshape(-1)
   part_logz, target_logit = [], jnp.zeros(flat_targets.shape, jnp.float32)
-  for start in range(0, v, vocab_chunk):
-    logits = jnp.matmul(rows, head[start:start + vocab_chunk].astype(hidden.dtype).T,
+  for start in range(0, v, piece):
+    logits = jnp.matmul(rows, head[start:start + piece].astype(hidden.dtype).T,
                         preferred_element_type=jnp.float32)
     part_logz.append(jax.nn.logsumexp(logits, axis=-1))
     local = flat_targets - start
@@ -40,7 +39,7 @@ def _chunk_nll(hidden, head, targets, vocab_chunk: int = 0):
     picked = jnp.take_along_axis(logits, jnp.clip(local, 0, logits.shape[1] - 1)[:, None],
                                  axis=-1)[:, 0]
     target_logit = target_logit + jnp.where(inside, picked, 0.0)
-  logz = jax.nn.logsumexp(jnp.stack(part_logz), axis=0)
+  logz = part_logz[0] if len(part_logz) == 1 else jax.nn.logsumexp(jnp.stack(part_logz), axis=0)
   return (logz - target_logit).reshape(b, c)
 
 

@@ -69,11 +69,11 @@ def _attend(qh, kh, vh, masks, blocks, scale):
 
 def _attend_fwd(qh, kh, vh, masks, blocks, scale):
   out, probs, sums = _forward(qh, kh, vh, masks, blocks, scale)
-  return out, (qh, kh, vh, masks, out, probs, sums)
+  return out, (qh, kh, vh, out, probs, sums)  # the masks live on in the probabilities' zeros
 
 
 def _attend_bwd(blocks, scale, residuals, d_out):
-  qh, kh, vh, masks, out, probs, sums = residuals
+  qh, kh, vh, out, probs, sums = residuals
   s = kh.shape[2]
   delta = jnp.sum(d_out * out, axis=-1, keepdims=True)  # rowsum(dO * O) = rowsum(dP * P)
   dq, dk, dv = [], [], []
@@ -91,7 +91,7 @@ def _attend_bwd(blocks, scale, residuals, d_out):
                          preferred_element_type=jnp.float32))
   dq = dq[0] if len(dq) == 1 else jnp.concatenate(dq, axis=3)
   return (dq.astype(qh.dtype), _sum_prefixes(dk, blocks, s).astype(kh.dtype),
-          _sum_prefixes(dv, blocks, s).astype(vh.dtype), None)
+          _sum_prefixes(dv, blocks, s).astype(vh.dtype), None)  # masks: no cotangent
 
 
 def _sum_prefixes(parts, blocks, s):
