@@ -23,3 +23,14 @@ def test_settings_per_backend():
   assert cpu.xla_options == compile_options.CPU_XLA_OPTIONS
   assert compile_options.for_backend("gpu") == compile_options.DEFAULT
   assert compile_options.for_backend("tpu") == compile_options.DEFAULT
+
+
+def test_rope_tables_are_computed_once_per_step():
+  """cos/sin are evaluated once per step, not re-evaluated inside each fused RoPE application
+  (every head, query and key, forward and backward, every layer). Unrolled layers: a layer
+  scan already receives the tables as loop inputs."""
+  step = bench_jax.JaxStep(CFG.replace(scan_layers=False), optim_cfg(), 2, 16)
+  step.compile()
+  hlo = step.compiled.as_text()
+  assert CFG.n_layers >= 2
+  assert hlo.count(" sine(") == 1 and hlo.count(" cosine(") == 1
