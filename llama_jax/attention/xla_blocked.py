@@ -7,13 +7,15 @@ scores and mask. With n blocks the scores cover (n+1)/2n of the T x S matrix (56
 Memory stays quadratic in the length: this is the fast kernel for the lengths a CPU trains on,
 not for long contexts (`chunked` is).
 
-The backward is written out (a custom VJP) instead of left to autodiff, for two reasons
+The backward is written out (a custom VJP) instead of left to autodiff, for three reasons
 measured on CPU (configs/bench_34m.py, one layer forward + backward):
 - the softmax gradient uses FlashAttention's identity rowsum(dP * P) = rowsum(dO * O): a
   [rows, head_dim] product replaces a reduction over the [rows, keys] score block;
 - the forward keeps the unnormalised probabilities and the row sums l, and the backward folds
   1/l into [rows, head_dim] operands (dO / l) and into the one elementwise pass that forms dS,
-  so no normalised probability matrix is ever written.
+  so no normalised probability matrix is ever written;
+- key and value gradients are formed transposed, so no P or dS block is ever transposed
+  (one layer forward + backward: 5% faster, median of 25 paired runs).
 
 Heads are moved in front once ([B, K, G, T, D]), so every block's matmuls are batched GEMMs
 over contiguous [rows, head_dim] tiles. The split is static (Python-level) and needs a static
@@ -85,17 +87,20 @@ def _attend_bwd(blocks, scale, residuals, d_out):
     ds = ds.astype(qh.dtype)
     dq.append(jnp.einsum("bkgts,bksd->bkgtd", ds, kh[:, :, :keys],
                          preferred_element_type=jnp.float32))
-    dk.append(jnp.einsum("bkgts,bkgtd->bksd", ds, qh[:, :, :, start:end],
+    # dK and dV are formed transposed ([head_dim, keys]): dK^T = Q^T dS reads dS in its own
+    # layout, where dK = dS^T Q would make XLA write a transposed copy of every dS and P block.
+    dk.append(jnp.einsum("bkgtd,bkgts->bkds", qh[:, :, :, start:end], ds,
                          preferred_element_type=jnp.float32))
-    dv.append(jnp.einsum("bkgts,bkgtd->bksd", p.astype(vh.dtype), d_out_l.astype(vh.dtype),
+    dv.append(jnp.einsum("bkgtd,bkgts->bkds", d_out_l.astype(vh.dtype), p.astype(vh.dtype),
                          preferred_element_type=jnp.float32))
   dq = dq[0] if len(dq) == 1 else jnp.concatenate(dq, axis=3)
-  return (dq.astype(qh.dtype), _sum_prefixes(dk, blocks, s).astype(kh.dtype),
-          _sum_prefixes(dv, blocks, s).astype(vh.dtype), None)  # masks: no cotangent
+  dk = _sum_prefixes(dk, blocks, s).swapaxes(2, 3)  # one [B, K, D, S] -> [B, K, S, D] transpose
+  dv = _sum_prefixes(dv, blocks, s).swapaxes(2, 3)
+  return (dq.astype(qh.dtype), dk.astype(kh.dtype), dv.astype(vh.dtype), None)  # masks: none
 
 
 def _sum_prefixes(parts, blocks, s):
-  """Σ_i parts[i] zero-padded to s keys, where parts[i] covers the key prefix of block i.
+  """Σ_i parts[i] zero-padded to s keys (the last axis), where parts[i] covers block i's prefix.
 
   Assembled key segment by key segment (segment j is covered by blocks j, j+1, ...), so no
   padded copy of any part is ever written.
@@ -105,10 +110,10 @@ def _sum_prefixes(parts, blocks, s):
   for j in range(len(blocks)):
     lo, hi = bounds[j], bounds[j + 1]
     if hi > lo:
-      pieces.append(sum(part[:, :, lo:hi] for part in parts[j:]))
-  total = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=2)
+      pieces.append(sum(part[..., lo:hi] for part in parts[j:]))
+  total = pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-1)
   if bounds[-1] < s:
-    total = jnp.pad(total, ((0, 0), (0, 0), (0, s - bounds[-1]), (0, 0)))
+    total = jnp.pad(total, ((0, 0),) * (total.ndim - 1) + ((0, s - bounds[-1]),))
   return total
 
 
