@@ -8,11 +8,12 @@ Command:   python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/be
 Hardware:  sized for a 2-core CPU (one step is ~800 GFLOP); runs unchanged on a GPU/TPU.
 Expected (2-core AMD EPYC CPU, tcmalloc, one run; README "Benchmark" has the full sweep):
   impl          T     step s  tokens/s  MFU    vs HF
-  xla_blocked   512   6.90    594       63.1%  0.93
-  chunked       512   7.12    575       61.2%  0.90
-  hf_torch      512   6.40    640       68.0%  1.00
-  chunked       2048  8.88    461       58.7%  0.83   (peak memory 16k/8k = 1.87x: linear)
-  The 512 ratio moves between runs with the machine (0.93-1.02x seen); compare rows of one run.
+  xla_blocked   512   7.12    576       65.3%  1.03
+  chunked       512   7.47    548       62.2%  0.98
+  hf_torch      512   7.34    558       63.3%  1.00
+  chunked       2048  9.86    416       56.4%  0.88   (peak memory 16k/8k = 1.87x: linear)
+  The 512 ratio moves between runs with the machine (1.005-1.096x over five runs); compare rows of
+  one run.
 """
 from configs import base
 
