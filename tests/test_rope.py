@@ -9,7 +9,7 @@ import pytest
 import rope_reference as ref
 from llama_jax import rope
 from llama_jax.rope import RopeConfig
-from llama_jax.rope import ramp
+from llama_jax.rope import embedding, ramp
 
 
 def freqs(cfg: RopeConfig, d: int, seq_len=1):
@@ -384,3 +384,10 @@ def test_yarn_is_not_applied_to_positions_as_well():
   inv, att = ref.yarn(1e4, 32, 8.0, 64)
   ang = np.asarray(positions[0], np.float64)[:, None] * inv[None]
   np.testing.assert_allclose(np.asarray(cos[0, :, :16]), att * np.cos(ang), atol=1e-4)
+
+
+def test_computed_once_returns_the_table_bit_for_bit():
+  """The identity product that keeps XLA from re-evaluating cos/sin per consumer is exact."""
+  table = np.random.RandomState(0).randn(2, 37, 64).astype(np.float32) * 3.0
+  out = np.asarray(jax.jit(embedding.computed_once)(jnp.asarray(table)))
+  np.testing.assert_array_equal(out.view(np.uint32), table.view(np.uint32))
