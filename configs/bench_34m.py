@@ -12,7 +12,7 @@ Expected (2-core AMD EPYC CPU, tcmalloc, one run; README "Benchmark" has the ful
   chunked       512   7.47    548       62.2%  0.98
   hf_torch      512   7.34    558       63.3%  1.00
   chunked       2048  9.86    416       56.4%  0.88   (peak memory 16k/8k = 1.87x: linear)
-  The 512 ratio moves between runs with the machine (1.005-1.096x over five runs); compare rows of
+  The 512 ratio moves between runs with the machine (1.005-1.096x over six runs); compare rows of
   one run.
 """
 from configs import base
