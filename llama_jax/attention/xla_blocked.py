@@ -80,8 +80,9 @@ def _attend_bwd(blocks, scale, residuals, d_out):
   delta = jnp.sum(d_out * out, axis=-1, keepdims=True)  # rowsum(dO * O) = rowsum(dP * P)
   dq, dk, dv = [], [], []
   for p, l, (start, end, keys) in zip(probs, sums, blocks):
-    d_out_l = d_out[:, :, :, start:end] / l  # dO / l: folds the softmax normalisation in
-    dp = jnp.einsum("bkgtd,bksd->bkgts", d_out_l.astype(vh.dtype), vh[:, :, :keys],
+    # dO / l: folds the softmax normalisation in
+    d_out_l = (d_out[:, :, :, start:end] / l).astype(vh.dtype)
+    dp = jnp.einsum("bkgtd,bksd->bkgts", d_out_l, vh[:, :, :keys],
                     preferred_element_type=jnp.float32)  # dP * l
     ds = p * (dp - delta[:, :, :, start:end] / l) * scale  # = scale * P * (dP - delta)
     ds = ds.astype(qh.dtype)
@@ -91,7 +92,7 @@ def _attend_bwd(blocks, scale, residuals, d_out):
     # layout, where dK = dS^T Q would make XLA write a transposed copy of every dS and P block.
     dk.append(jnp.einsum("bkgtd,bkgts->bkds", qh[:, :, :, start:end], ds,
                          preferred_element_type=jnp.float32))
-    dv.append(jnp.einsum("bkgtd,bkgts->bkds", d_out_l.astype(vh.dtype), p.astype(vh.dtype),
+    dv.append(jnp.einsum("bkgtd,bkgts->bkds", d_out_l, p.astype(vh.dtype),
                          preferred_element_type=jnp.float32))
   dq = dq[0] if len(dq) == 1 else jnp.concatenate(dq, axis=3)
   dk = _sum_prefixes(dk, blocks, s).swapaxes(2, 3)  # one [B, K, D, S] -> [B, K, S, D] transpose
