@@ -15,7 +15,7 @@ Expected (2-core AMD EPYC CPU, tcmalloc, one run; README "Benchmark" has the ful
   The 512 ratio moves between runs with the machine (1.005-1.096x over six runs); compare rows of
   one run.
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 1  # one device; the benchmark never shards
 

@@ -11,7 +11,7 @@ Hardware: 256 accelerators with >= 40 GB each (TPU v5p 256 chips, or 32 nodes of
 Expected: the 13B curve of Figure 5 in trend; ~40 days on 256 v5p chips at 40% MFU (1.6e23
   model FLOPs). The paper's run took 368,640 A100-80GB GPU-hours (its Table 2).
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 256
 

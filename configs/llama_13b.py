@@ -11,7 +11,7 @@ Hardware: 256 accelerators with >= 40 GB each (TPU v5p 256 chips, or 32 nodes of
 Expected: the 13B curve of Figure 1 in trend; ~20 days on 256 v5p chips at 40% MFU (8.0e22 model
   FLOPs). The paper's run took 135,168 A100-80GB GPU-hours (Table 15).
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 256
 

@@ -11,7 +11,7 @@ Hardware: 512 accelerators with >= 40 GB each (TPU v5p 512 chips, or 64 nodes of
 Expected: the 33B curve of Figure 1 in trend; ~34 days on 512 v5p chips at 40% MFU (2.8e23 model
   FLOPs). The paper's run took 530,432 A100-80GB GPU-hours (Table 15).
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 512
 

@@ -14,7 +14,7 @@ Expected: the 65B curve of Figure 1 in trend; ~34 days on 1024 v5p chips at 40% 
   model FLOPs). The paper: ~380 tokens/s/GPU on 2048 A100-80GB, about 21 days for 1.4T tokens;
   1,022,362 GPU-hours (Table 15).
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 1024
 

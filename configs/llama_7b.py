@@ -16,7 +16,7 @@ Expected: training loss falling like the 7B curve of Figure 1; ~10 days on 256 v
   MFU (4.1e22 model FLOPs; full remat adds ~1/3 more compute). The paper's run took 82,432
   A100-80GB GPU-hours (its Table 15).
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 256
 

@@ -20,7 +20,7 @@ Expected: held-out perplexity falls steadily (from ~2048 at initialisation, the 
   an empty data cache (preparation ~10 s, ~1,600 tokens/s, MFU ~17% of the measured matmul
   peak).
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 1  # one CPU (or any single device); the mesh is data=-1, so more devices also work
 

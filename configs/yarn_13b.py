@@ -16,7 +16,7 @@ Hardware: FSDP over 8 devices puts ~26 GB of parameters + Adam state on each, an
 Expected: Proof-pile perplexity 3.25 at 8k, 2.50 at 32k, 2.29 at 64k (Table 2); passkey to 64k
   at 97.5% (Table 5). Time ~23 h on 8 H100 at 40% MFU (2.6e20 model FLOPs).
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 8
 

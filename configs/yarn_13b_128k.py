@@ -10,7 +10,7 @@ Hardware: 8 GPUs with 80 GB (A100/H100), FSDP, as yarn_13b.py.
 Expected: Proof-pile perplexity 3.29 / 2.53 / 2.31 / 2.23 / 2.24 at 8k / 32k / 64k / 96k / 128k
   (Table 2); passkey to 128k at 99.4% (Table 5). Time ~12 h on 8 H100 at 40% MFU.
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 8
 

@@ -15,7 +15,7 @@ Expected: Proof-pile perplexity (Table 2, sliding window) 3.51 at 8k, 2.65 at 32
   passkey retrieval to 64k at 96.3% (Table 5). Time ~13 h on 8 H100 at 40% MFU (1.5e20 model
   FLOPs; full remat adds ~1/3).
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 8
 

@@ -11,7 +11,7 @@ Hardware: 8 GPUs with 80 GB (A100/H100), FSDP, as yarn_7b.py.
 Expected: Proof-pile perplexity 3.56 / 2.70 / 2.45 / 2.36 / 2.37 at 8k / 32k / 64k / 96k / 128k
   (Table 2); passkey to 128k at 99.4% (Table 5). Time ~7 h on 8 H100 at 40% MFU.
 """
-from configs import base
+from llama_jax.training import defaults as base
 
 DEVICES = 8
 

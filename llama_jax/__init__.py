@@ -13,8 +13,8 @@ import importlib
 _EXPORTS = {
     "load_hf": "llama_jax.convert",
     "load_model": "llama_jax.convert",
-    "Llama": "llama_jax.model",
-    "ModelConfig": "llama_jax.model_config",
+    "Llama": "llama_jax.model.llama",
+    "ModelConfig": "llama_jax.model.config",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -30,7 +30,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from llama_jax.evals import io, passkey, perplexity, plots
+from llama_jax.core import files
+from llama_jax.evals import passkey, perplexity, plots
 from llama_jax.rope import RopeConfig
 
 TASKS = ("perplexity", "passkey", "plot")
@@ -163,7 +164,8 @@ def load_tfds_documents(name: str, split: str, data_dir: str, text_key: str, tok
 
 def _load(opts: Options):
   """(model, tokenizer, rope) with the RoPE and dtype overrides applied."""
-  from llama_jax import convert, tokenizer as tokenizer_lib
+  from llama_jax.interop import convert
+  from llama_jax.data import tokenizer as tokenizer_lib
   for name in ("checkpoint", "tokenizer"):
     if not getattr(opts, name):
       raise ValueError(f"--{name} is required for --task={opts.task}")
@@ -189,7 +191,7 @@ def run_perplexity(opts: Options) -> dict[str, Path]:
   if bool(opts.files) == bool(opts.dataset):
     raise ValueError("--task=perplexity needs exactly one of --files (a glob of UTF-8 text "
                      "files) and --dataset (a prepared TFDS dataset such as pg19)")
-  compare = [io.read_json(p) for p in _expand(opts.compare)]  # fail before the long part
+  compare = [files.read_json(p) for p in _expand(opts.compare)]  # fail before the long part
   model, tok, rope = _load(opts)
   if opts.dataset:
     paths, docs = load_tfds_documents(opts.dataset, opts.split, opts.tfds_data_dir,
@@ -208,13 +210,13 @@ def run_perplexity(opts: Options) -> dict[str, Path]:
                      else {"files": opts.files}),
           "documents": paths, "document_tokens": [len(d) for d in docs], "results": results}
   out = Path(opts.out)
-  written = {"json": io.write_json(out / f"perplexity_{_slug(label)}.json", data)}
+  written = {"json": files.write_json(out / f"perplexity_{_slug(label)}.json", data)}
   written["png"] = plots.save(plots.perplexity_figure(compare + [data]), out / "perplexity.png")
   return written
 
 
 def run_passkey(opts: Options) -> dict[str, Path]:
-  from llama_jax import generate as generate_lib
+  from llama_jax.inference import generate as generate_lib
   _check_lengths(opts)
   if not opts.depths or not all(0 <= d <= 1 for d in opts.depths):
     raise ValueError(f"--depths={list(opts.depths)} must list fractions within [0, 1]")
@@ -236,13 +238,13 @@ def run_passkey(opts: Options) -> dict[str, Path]:
           "rope": rope.to_dict(), "dtype": opts.dtype or "checkpoint",
           **{k: v for k, v in data.items() if k != "task"}}
   out = Path(opts.out)
-  written = {"json": io.write_json(out / f"passkey_{_slug(label)}.json", data)}
+  written = {"json": files.write_json(out / f"passkey_{_slug(label)}.json", data)}
   written["png"] = plots.save(plots.passkey_figure(data), out / f"passkey_{_slug(label)}.png")
   return written
 
 
 def run_plot(opts: Options) -> dict[str, Path]:
-  runs = [io.read_json(p) for p in _expand(opts.results)]
+  runs = [files.read_json(p) for p in _expand(opts.results)]
   if not runs:
     raise ValueError("--task=plot needs --results (result JSON paths or globs)")
   out, written = Path(opts.out), {}

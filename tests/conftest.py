@@ -1,6 +1,12 @@
 """Test setup: 8 simulated CPU devices, float32, deterministic; shared HF model builders."""
 import os
+from pathlib import Path
 
+# Subprocesses (CLI runs, multi-process tests) import llama_jax from this checkout, whatever
+# else is installed or whichever directory they run in.
+_ROOT = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 # LLVM optimisation level 0 cuts the suite's compile time by about a third; the HLO passes
 # (fusion, buffer assignment, hence numerics and memory analyses) are unchanged.
 os.environ.setdefault(

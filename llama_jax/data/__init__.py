@@ -9,7 +9,7 @@ dataset), `token_cache` (tokenized splits, memory-mapped), `packing` (rows with 
 `pipeline` (the grain iterator). The loader's names are resolved on first use, so importing
 this package (or `DataError`) does not import TFDS or grain.
 """
-from llama_jax.tokenizer import DataError  # noqa: F401  (one error type for all data problems)
+from llama_jax.core.errors import DataError  # noqa: F401  (re-exported: data.DataError)
 
 _LAZY = {
     "make_iterator": "pipeline", "load_or_train_tokenizer": "pipeline",

@@ -29,9 +29,9 @@ import sys
 import grain
 import numpy as np
 
-from llama_jax import tokenizer as tokenizer_lib
+from llama_jax.data import tokenizer as tokenizer_lib
 from llama_jax.data import packing, sources, token_cache
-from llama_jax.tokenizer import DataError
+from llama_jax.core.errors import DataError
 
 log = logging.getLogger(__name__)
 

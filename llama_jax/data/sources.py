@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from llama_jax.tokenizer import DataError
+from llama_jax.core.errors import DataError
 
 # Directories of the standard library that are not its own sources, or are test data (which
 # includes deliberately malformed files).

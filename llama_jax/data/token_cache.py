@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from llama_jax.tokenizer import DataError
+from llama_jax.core.errors import DataError
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from llama_jax import loss as loss_lib
+from llama_jax.model import loss as loss_lib
 
 
 class Window(NamedTuple):

@@ -14,7 +14,7 @@ from typing import Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from llama_jax.evals import io
+from llama_jax.core import files
 
 
 def perplexity_figure(runs: Sequence[dict], metric: str = "ppl", title: str | None = None
@@ -67,4 +67,4 @@ def passkey_figure(result: dict, title: str | None = None) -> Figure:
 
 
 def save(fig: Figure, path: str | os.PathLike) -> Path:
-  return io.write_atomic(path, lambda f: fig.savefig(f, format="png"), binary=True)
+  return files.write_atomic(path, lambda f: fig.savefig(f, format="png"), binary=True)

@@ -1,0 +1,1 @@
+"""Inference: batched autoregressive decoding with a KV cache (`generate`)."""

@@ -1,0 +1,152 @@
+"""Reading weights from any source and writing them to any target format.
+
+Sources: `hf` (config.json + safetensors, `interop.hf`), `meta` (params.json +
+consolidated.NN.pth, `interop.meta`), `llama_jax` (a converted checkpoint:
+model_config.json + orbax params/, `checkpoints.converted`) and `workdir` (a training run's
+directory, its newest checkpoint, `training.run_reader`). Targets: `llama_jax` and `hf`.
+
+Every conversion is a read (any format → ModelConfig + nested NumPy parameter tree, streamed
+one tensor at a time into preallocated stacked arrays) followed by a write (the tree → a format,
+again one tensor at a time), so peak memory is about one copy of the model. Writes are atomic
+(a temporary directory next to the destination, renamed at the end): a failed conversion leaves
+nothing at the destination, and an existing destination is refused unless `overwrite`, then
+replaced whole.
+
+`load_config` / `load_model` accept a converted checkpoint or a training workdir, `load_hf` an HF
+directory; `python -m llama_jax.convert` is the command line.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from llama_jax.checkpoints import converted
+from llama_jax.checkpoints.converted import lazy_params, load_params, save_converted
+from llama_jax.core.errors import CheckpointError
+from llama_jax.model import spec as spec_lib
+from llama_jax.model.config import ModelConfig
+from llama_jax.training import run_reader, workdir as workdir_lib
+
+__all__ = ["CheckpointError", "convert", "load_config", "load_hf", "load_model", "load_params",
+           "read", "save_converted"]
+
+SOURCES = ("hf", "meta", "llama_jax", "workdir")
+TARGETS = ("llama_jax", "hf")
+
+
+def read(src_format: str, src: str | os.PathLike, dtype: str | None = None,
+         max_position_embeddings: int | None = None) -> tuple[ModelConfig, dict]:
+  """(ModelConfig, nested NumPy parameters) from a checkpoint directory of `src_format`."""
+  if src_format not in SOURCES:
+    raise CheckpointError(f"source format {src_format!r} is unknown; allowed: {list(SOURCES)}")
+  if not Path(src).is_dir():
+    raise CheckpointError(f"source {src} is not a directory")
+  if max_position_embeddings is not None and src_format != "meta":
+    raise CheckpointError("max_position_embeddings only applies to --from=meta (the other formats "
+                          "record it in their config)")
+  if src_format == "hf":
+    from llama_jax.interop import hf as hf_format
+    return hf_format.read_hf(src, dtype)
+  if src_format == "meta":
+    from llama_jax.interop import meta as meta_format
+    return meta_format.read_meta(src, dtype, max_position_embeddings)
+  if src_format == "workdir":
+    if not workdir_lib.is_workdir(src):
+      raise CheckpointError(f"source {src} is not a training workdir (no config.json)")
+    cfg = run_reader.model_config(src)
+    params, _ = run_reader.latest_params(src)
+    params = jax.tree.map(np.asarray, jax.device_get(params))
+  else:
+    cfg = converted.load_config(src)
+    params = None
+  if dtype is not None:
+    cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
+    if params is not None:
+      params = jax.tree.map(lambda x: x.astype(dtype), params)
+  return cfg, (load_params(src, cfg) if params is None else params)
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
+            dst_format: str = "llama_jax", *, dtype: str | None = None, overwrite: bool = False,
+            max_shard_bytes: int | None = None,
+            max_position_embeddings: int | None = None) -> tuple[ModelConfig, list[Path]]:
+  """Converts a checkpoint directory; returns the config and the top-level paths written.
+
+  dtype: parameter dtype of the result (default: as stored in the source). max_shard_bytes:
+  shard size limit of an HF export. max_position_embeddings: context length of a Meta
+  checkpoint whose params.json has no max_seq_len.
+  """
+  if dst_format not in TARGETS:
+    raise CheckpointError(f"target format {dst_format!r} is unknown; allowed: {list(TARGETS)}")
+  src, dst = Path(src).absolute(), Path(dst).absolute()
+  # Refuse before the (possibly long) read; the writers check again when they rename.
+  if dst.exists() and not overwrite:
+    raise CheckpointError(f"destination {dst} already exists; pass --overwrite to replace it")
+  if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+    raise CheckpointError(f"destination {dst} would overwrite or sit inside the source {src}")
+  if src_format == "llama_jax" and dst_format == "hf":
+    # Stream layer slices straight from the stored arrays instead of restoring the model.
+    cfg = converted.load_config(src)
+    params = lazy_params(src, cfg)
+    if params is None:
+      cfg, params = read(src_format, src, dtype)
+  else:
+    cfg, params = read(src_format, src, dtype, max_position_embeddings)
+  if dst_format == "llama_jax":
+    save_converted(dst, cfg, params, overwrite=overwrite)
+    return cfg, [dst / converted.MODEL_CONFIG_FILE, dst / converted.PARAMS_DIR]
+  from llama_jax.interop import hf as hf_format
+  kwargs = {} if max_shard_bytes is None else {"max_shard_bytes": max_shard_bytes}
+  return cfg, hf_format.write_hf(dst, cfg, params, dtype=dtype, overwrite=overwrite, **kwargs)
+
+
+def load_hf(path: str | os.PathLike, dtype: str | None = None):
+  """A `Llama` from an HF LlamaForCausalLM directory (config.json + safetensors).
+
+  `model(input_ids)` with int input_ids [batch, seq] returns float32 logits [batch, seq, vocab].
+  dtype: parameter and compute dtype (default: the checkpoint's dtype on disk).
+  """
+  from llama_jax.interop import hf as hf_format
+  cfg, params = hf_format.read_hf(path, dtype)
+  return spec_lib.from_params(cfg, params)
+
+
+def load_config(path: str | os.PathLike) -> ModelConfig:
+  """The ModelConfig of a converted checkpoint or of a training workdir."""
+  if not converted.is_converted(path) and workdir_lib.is_workdir(path):
+    return run_reader.model_config(path)
+  return converted.load_config(path)
+
+
+def load_model(path: str | os.PathLike, dtype: str | None = None, **cfg_overrides):
+  """A `Llama` from a converted checkpoint or a training workdir (its newest checkpoint), its
+  parameters restored onto the default device.
+
+  dtype: parameter and compute dtype ('float32', 'bfloat16', 'float16'); default: the
+    checkpoint's. cfg_overrides: other ModelConfig fields that do not change shapes (e.g.
+    attention='chunked', remat='full', scan_layers=False, a different rope=...).
+  """
+  cfg = load_config(path)
+  if dtype is not None:
+    cfg_overrides = {"param_dtype": dtype, "dtype": dtype, **cfg_overrides}
+  if cfg_overrides:
+    cfg = cfg.replace(**cfg_overrides)
+  if not converted.is_converted(path) and workdir_lib.is_workdir(path):
+    params, _ = run_reader.latest_params(path)  # a training run: its newest checkpoint
+    return spec_lib.from_params(cfg, params)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return spec_lib.from_params(cfg, load_params(path, cfg, shardings=device))
+
+
+def parse_size(text: str) -> int:
+  """'5GB' → 5e9, '500MiB' → 500·2^20, '123' → 123 bytes."""
+  m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?)B?\s*", text.upper())
+  if not m:
+    raise CheckpointError(f"--max_shard_size={text!r}: expected e.g. 5GB, 500MiB or 123456")
+  number, prefix, binary = m.groups()
+  base = 1024 if binary else 1000
+  return int(float(number) * base ** " KMGT".index(prefix or " "))

@@ -1,0 +1,301 @@
+"""LLaMA (Touvron et al. 2023, §2) in Flax NNX.
+
+A decoder-only transformer with three changes to the original: pre-normalisation with RMSNorm,
+the SwiGLU feed-forward, and rotary position embeddings — plus grouped-query attention (Llama 2
+70B, Llama 3) and no biases anywhere. Numerically it follows HF `LlamaForCausalLM`: RMSNorm in
+float32, the norm weight applied after casting back, softmax in float32.
+
+Layout decisions:
+- Every parameter carries `logical_axes` metadata; `logical_axes.py` maps names to a mesh.
+- The L blocks are one `Block` whose parameters have a leading `layers` axis. The forward pass
+  scans over it (or unrolls it, `scan_layers=False`): one parameter layout for both, so
+  checkpoints never depend on that choice.
+- Projections keep heads as their own axis (q: [embed, heads, head_dim]) so tensor parallelism
+  shards heads without reshapes; they run as one 2-D GEMM each (`project`). The output
+  projection is stored [vocab, embed], like the embedding it may be tied to (and HF's lm_head).
+- RoPE uses HF's rotate-half layout (HF checkpoints convert by transpose; Meta ones need the q/k
+  row permutation, `convert.py`). The model asks `llama_jax.rope` for cos/sin and never branches
+  on the method.
+- With a `KVCache`, keys are cached after rotation for static RoPE methods and before rotation
+  for length-dependent ones (dynamic NTK, dynamic YaRN, LongRoPE), which are then re-rotated with
+  the current length at every step — the YaRN paper's correct behaviour (HF caches rotated keys).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from llama_jax import attention as attention_lib
+from llama_jax import rope as rope_lib
+from llama_jax.parallel.logical_axes import Rules, constrain
+from llama_jax.model.config import ModelConfig
+
+
+def _param(rngs, shape, axes, std, dtype):
+  return nnx.Param(std * jax.random.normal(rngs.params(), shape, jnp.dtype(dtype)),
+                   logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+  """x / sqrt(mean(x²) + ε) · g, reduced in float32 (Zhang & Sennrich 2019)."""
+
+  def __init__(self, dim: int, eps: float, *, stack: tuple[int, ...] = (), param_dtype="float32"):
+    self.eps = eps
+    self.scale = nnx.Param(jnp.ones(stack + (dim,), jnp.dtype(param_dtype)),
+                           logical_axes=("layers",) * len(stack) + ("norm",))
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.scale[...].astype(x.dtype) * y.astype(x.dtype)
+
+
+def project(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
+  """x[..., *w.shape[:n_in]] contracted with w[*in, *out] -> [..., *out], as one 2-D matmul.
+
+  Why not an einsum over [batch, seq, ...]: the weight gradient then contracts over batch *and*
+  sequence, and XLA:CPU makes that a GEMM only after transposing the activation gradient (a
+  strided copy the size of the activations, for every projection). Collapsing the leading axes
+  first keeps all three matmuls of each projection (forward, input and weight gradients) plain
+  GEMMs on every backend; the reshapes are free.
+  """
+  lead, w_in, w_out = x.shape[:x.ndim - n_in], w.shape[:n_in], w.shape[n_in:]
+  y = x.reshape(-1, math.prod(w_in)) @ w.reshape(math.prod(w_in), math.prod(w_out))
+  return y.reshape(*lead, *w_out)
+
+
+class FeedForward(nnx.Module):
+  """SwiGLU (Shazeer 2020): W_down(SiLU(W_gate x) ⊙ W_up x)."""
+
+  def __init__(self, cfg: ModelConfig, *, stack=(), rngs: nnx.Rngs):
+    lead = ("layers",) * len(stack)
+    d, f, std, pd = cfg.d_model, cfg.ffn_dim, cfg.init_std, cfg.param_dtype
+    self.gate = _param(rngs, stack + (d, f), lead + ("embed", "mlp"), std, pd)
+    self.up = _param(rngs, stack + (d, f), lead + ("embed", "mlp"), std, pd)
+    self.down = _param(rngs, stack + (f, d), lead + ("mlp", "embed"), std, pd)
+
+  def __call__(self, x):
+    dt = x.dtype
+    gate = checkpoint_name(project(x, self.gate[...].astype(dt), 1), "mlp_gate")
+    up = checkpoint_name(project(x, self.up[...].astype(dt), 1), "mlp_up")
+    hidden = jax.nn.silu(gate) * up
+    return project(hidden, self.down[...].astype(dt), 1)
+
+
+class Context(NamedTuple):
+  """Per-call inputs shared by all layers (positions already turned into cos/sin)."""
+  cos: jax.Array  # f32[B, T, head_dim], queries (and keys when not caching)
+  sin: jax.Array
+  q_segment_ids: jax.Array | None
+  kv_segment_ids: jax.Array | None
+  q_offset: jax.Array | int  # key index of the first query
+  key_cos: jax.Array | None  # f32[B, S, head_dim] to re-rotate pre-RoPE cached keys
+  key_sin: jax.Array | None
+
+
+class Attention(nnx.Module):
+  """Multi-head attention with grouped-query heads and rotary positions."""
+
+  def __init__(self, cfg: ModelConfig, *, stack=(), rngs: nnx.Rngs):
+    lead = ("layers",) * len(stack)
+    d, h, k, hd, std, pd = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
+                            cfg.init_std, cfg.param_dtype)
+    self.q = _param(rngs, stack + (d, h, hd), lead + ("embed", "heads", "head_dim"), std, pd)
+    self.k = _param(rngs, stack + (d, k, hd), lead + ("embed", "kv_heads", "head_dim"), std, pd)
+    self.v = _param(rngs, stack + (d, k, hd), lead + ("embed", "kv_heads", "head_dim"), std, pd)
+    self.o = _param(rngs, stack + (h, hd, d), lead + ("heads", "head_dim", "embed"), std, pd)
+    self.impl = cfg.attention
+    self.block_size = cfg.attention_block_size
+
+  def __call__(self, x, ctx: Context, kv_cache=None, cache_index=None):
+    dt = x.dtype
+    q = project(x, self.q[...].astype(dt), 1)
+    k = project(x, self.k[...].astype(dt), 1)
+    v = project(x, self.v[...].astype(dt), 1)
+    q = checkpoint_name(rope_lib.apply(q, ctx.cos, ctx.sin), "query")
+    if kv_cache is None:
+      k = checkpoint_name(rope_lib.apply(k, ctx.cos, ctx.sin), "key")
+      v = checkpoint_name(v, "value")
+      new_cache = None
+    else:
+      pre_rope = ctx.key_cos is not None
+      k_store = k if pre_rope else rope_lib.apply(k, ctx.cos, ctx.sin)
+      k_cache, v_cache = kv_cache
+      start = (0, cache_index, 0, 0)
+      k_cache = jax.lax.dynamic_update_slice(k_cache, k_store.astype(k_cache.dtype), start)
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
+      new_cache = (k_cache, v_cache)
+      k = rope_lib.apply(k_cache, ctx.key_cos, ctx.key_sin) if pre_rope else k_cache
+      k, v = k.astype(dt), v_cache.astype(dt)
+    out = attention_lib.dot_product_attention(
+        q, k, v, impl=self.impl, q_segment_ids=ctx.q_segment_ids,
+        kv_segment_ids=ctx.kv_segment_ids, q_offset=ctx.q_offset, block_size=self.block_size)
+    out = checkpoint_name(out, "attention")
+    return project(out, self.o[...].astype(dt), 2), new_cache
+
+
+class Block(nnx.Module):
+  """h = x + Attention(RMSNorm(x)); out = h + FeedForward(RMSNorm(h))."""
+
+  def __init__(self, cfg: ModelConfig, *, stack=(), rngs: nnx.Rngs):
+    self.attention_norm = RMSNorm(cfg.d_model, cfg.norm_eps, stack=stack,
+                                  param_dtype=cfg.param_dtype)
+    self.attention = Attention(cfg, stack=stack, rngs=rngs)
+    self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps, stack=stack, param_dtype=cfg.param_dtype)
+    self.ffn = FeedForward(cfg, stack=stack, rngs=rngs)
+
+  def __call__(self, x, ctx: Context, kv_cache=None, cache_index=None):
+    attn, new_cache = self.attention(self.attention_norm(x), ctx, kv_cache, cache_index)
+    h = x + attn
+    return h + self.ffn(self.ffn_norm(h)), new_cache
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Preallocated keys/values for all layers, plus per-slot segment ids and positions."""
+  k: jax.Array  # [L, B, S, K, head_dim]
+  v: jax.Array
+  segment_ids: jax.Array  # int32[B, S]; 0 = empty or padding
+  positions: jax.Array  # int32[B, S]
+  index: jax.Array  # int32[]: next slot to write
+
+  @classmethod
+  def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+               segment_ids=jnp.zeros((batch, max_len), jnp.int32),
+               positions=jnp.zeros((batch, max_len), jnp.int32), index=jnp.zeros((), jnp.int32))
+
+  @property
+  def max_len(self) -> int:
+    return self.k.shape[2]
+
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing, recompute the whole block
+    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_qkv": jax.checkpoint_policies.save_only_these_names("query", "key", "value"),
+    "save_attention": jax.checkpoint_policies.save_only_these_names(
+        "query", "key", "value", "attention"),
+    "minimal": jax.checkpoint_policies.save_only_these_names(
+        "query", "key", "value", "attention", "mlp_gate", "mlp_up"),
+}
+
+
+def remat(fn, policy: str):
+  """Wraps a layer function with the named rematerialisation policy ('none' = no remat)."""
+  if policy == "none":
+    return fn
+  return jax.checkpoint(fn, policy=_REMAT_POLICIES[policy], prevent_cse=False)
+
+
+class Llama(nnx.Module):
+  """Token ids [B, T] → logits float32[B, T, vocab]."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, rules: Rules | None = None):
+    self.cfg = cfg
+    self.rules = rules  # logical→mesh rules for activation constraints; None off-mesh
+    pd = cfg.param_dtype
+    self.embed = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"), cfg.init_std, pd)
+    self.layers = Block(cfg, stack=(cfg.n_layers,), rngs=rngs)
+    self.norm = RMSNorm(cfg.d_model, cfg.norm_eps, param_dtype=pd)
+    if not cfg.tie_embeddings:
+      self.lm_head = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
+                            cfg.init_std, pd)
+
+  def _context(self, positions, segment_ids, cache: KVCache | None):
+    cfg = self.cfg
+    method = rope_lib.get(cfg.rope.rope_type)
+    seq_len = rope_lib.embedding.sequence_length(positions)
+    cos, sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim, positions, seq_len)
+    if cache is None:
+      return Context(cos, sin, segment_ids, segment_ids, 0, None, None), None
+    b, t = positions.shape
+    q_seg = jnp.ones((b, t), jnp.int32) if segment_ids is None else segment_ids
+    kv_seg = jax.lax.dynamic_update_slice(cache.segment_ids, q_seg, (0, cache.index))
+    kv_pos = jax.lax.dynamic_update_slice(cache.positions, positions.astype(jnp.int32),
+                                          (0, cache.index))
+    key_cos = key_sin = None
+    if method.depends_on_length:
+      key_cos, key_sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim, kv_pos, seq_len)
+    ctx = Context(cos, sin, q_seg, kv_seg, cache.index, key_cos, key_sin)
+    return ctx, cache.replace(segment_ids=kv_seg, positions=kv_pos, index=cache.index + t)
+
+  def __call__(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
+    """Returns logits, or (logits, updated cache) when a cache is passed.
+
+    positions default to 0..T-1 (offset by the cache index when decoding); segment_ids mark
+    packed documents (attention never crosses them) and padding (0).
+    """
+    x, new_cache = self.features(tokens, positions, segment_ids, cache)
+    b, t, d = x.shape
+    logits = jnp.matmul(x.reshape(b * t, d), self.head().astype(x.dtype).T,
+                        preferred_element_type=jnp.float32).reshape(b, t, -1)
+    logits = constrain(logits, ("act_batch", "act_length", "act_vocab"), self.rules)
+    return logits if cache is None else (logits, new_cache)
+
+  def head(self) -> jax.Array:
+    """The output projection as [vocab, d_model] rows (the embedding itself when tied).
+
+    Stored vocab-major like the embedding (and HF's lm_head): the weight gradient g^T x then
+    comes out of the GEMM in the parameter's own layout; [d_model, vocab] costs a transposed
+    GEMM that runs at ~60% of the speed on XLA:CPU (measured on configs/bench_34m.py).
+    """
+    return self.embed[...] if self.cfg.tie_embeddings else self.lm_head[...]
+
+  def features(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
+    """The final-normed hidden states [B, T, d_model] before the output projection.
+
+    Training uses these with `loss.cross_entropy`, so the [B, T, vocab] logits of a
+    long sequence never exist at once. Returns (hidden, updated cache or None).
+    """
+    cfg = self.cfg
+    b, t = tokens.shape
+    if positions is None:
+      start = 0 if cache is None else cache.index
+      positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32) + start, (b, t))
+    ctx, new_cache = self._context(positions, segment_ids, cache)
+    dt = jnp.dtype(cfg.dtype)
+    # Gather the table's fsdp shards first (ZeRO-3 style): looking rows up in a table whose
+    # embed axis is split over the same mesh axis as the batch forces XLA to replicate it.
+    table = constrain(self.embed[...], ("vocab", "act_embed"), self.rules)
+    x = jnp.take(table, tokens, axis=0).astype(dt)
+    x = constrain(x, ("act_batch", "act_length", "act_embed"), self.rules)
+
+    graphdef, layer_state = nnx.split(self.layers)
+    rules = self.rules
+    cache_index = None if cache is None else cache.index
+
+    def layer(x, xs):
+      state, k_cache, v_cache = xs
+      block = nnx.merge(graphdef, state)
+      kv = None if cache is None else (k_cache, v_cache)
+      x, kv = block(x, ctx, kv, cache_index)
+      return constrain(x, ("act_batch", "act_length", "act_embed"), rules), kv
+
+    layer = remat(layer, cfg.remat)
+    cache_kv = (None, None) if cache is None else (cache.k, cache.v)
+    if cfg.scan_layers:
+      x, kv = jax.lax.scan(layer, x, (layer_state, *cache_kv))
+    else:
+      outs = []
+      for i in range(cfg.n_layers):
+        xs = jax.tree.map(lambda a: a[i], (layer_state, *cache_kv))
+        x, kv_i = layer(x, xs)
+        outs.append(kv_i)
+      kv = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
+    x = self.norm(x)
+    if cache is not None:
+      new_cache = new_cache.replace(k=kv[0], v=kv[1])
+    return x, new_cache
+
+
+def init(cfg: ModelConfig, seed: int = 0, rules: Rules | None = None) -> Llama:
+  return Llama(cfg, rngs=nnx.Rngs(params=seed), rules=rules)

@@ -1,0 +1,204 @@
+"""Every training configuration field with its default: the single source of defaults.
+
+Recipes (`configs/*.py`) start from `get_config()` (or the two recipe families below) and
+override what their paper's table says; the trainer locks the dict, so a key that is not
+defined here is an error (`unknown_keys`). Not a runnable recipe by itself; see `configs/tiny.py`.
+
+Each recipe module also states `DEVICES`, the accelerator count its mesh and batch are sized
+for; tests validate every recipe against that many hypothetical devices.
+"""
+import math
+from typing import Mapping
+
+import ml_collections
+from ml_collections import config_dict
+
+from llama_jax.parallel.logical_axes import DEFAULT_RULES
+from llama_jax.model.config import PRESETS
+
+
+# Types of the ModelConfig/RopeConfig fields that may be None. A None in a ConfigDict cannot be
+# overridden from the command line, so these become typed placeholders
+# (`--config.model.rope.factor=16` then works on a config whose factor is unset).
+_OPTIONAL_TYPES = {
+    "n_kv_heads": int, "head_dim": int, "factor": float, "original_max_position_embeddings": int,
+    "max_position_embeddings": int, "beta_fast": float, "beta_slow": float,
+    "attention_factor": float, "mscale": float, "mscale_all_dim": float, "truncate": bool,
+    "low_freq_factor": float, "high_freq_factor": float, "short_factor": tuple,
+    "long_factor": tuple,
+}
+
+
+def _with_placeholders(fields: dict) -> dict:
+  out = {}
+  for key, value in fields.items():
+    if isinstance(value, dict):
+      out[key] = _with_placeholders(value)
+    elif value is None and key in _OPTIONAL_TYPES:
+      out[key] = config_dict.placeholder(_OPTIONAL_TYPES[key])
+    elif isinstance(value, list):
+      out[key] = tuple(value)
+    else:
+      out[key] = value
+  return out
+
+
+def model_fields(preset: str = "tiny", **overrides) -> dict:
+  """All ModelConfig fields of a preset (with `overrides`), ready for `config.model.update`.
+
+  `overrides` are ModelConfig fields; `rope=dict(rope_type=..., factor=...)` replaces the
+  preset's RoPE record (fields not given take RopeConfig's defaults).
+  """
+  cfg = PRESETS[preset].replace(**overrides) if overrides else PRESETS[preset]
+  fields = cfg.to_dict()
+  # The RoPE record's max_position_embeddings mirrors the model's; leaving it unset lets
+  # ModelConfig fill it, so `--config.model.max_position_embeddings=...` reaches RoPE too.
+  fields["rope"]["max_position_embeddings"] = None
+  return _with_placeholders(fields)
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.steps = 1000
+  c.batch_size = 8  # global, in sequences
+  c.seq_len = 256
+  c.grad_accum = 1  # micro-batches per step; batch_size must divide by it
+  c.log_every = 10
+  c.eval_every = 200
+  c.eval_batches = 4
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  # Weights to start from when the workdir has no checkpoint (the optimizer starts fresh): a
+  # converted checkpoint (python -m llama_jax.convert) or another run's workdir (its latest).
+  c.init_from = ""
+  c.sample_prompt = "def "  # printed with its greedy continuation at the end of training
+  c.sample_tokens = 48
+
+  c.model = model_fields("tiny")
+
+  c.optim = ml_collections.ConfigDict(dict(
+      peak_lr=3e-4,
+      warmup_steps=100,
+      schedule="cosine",  # cosine | linear | constant (after the linear warmup)
+      final_lr_fraction=0.1,  # cosine/linear decay ends at this fraction of peak
+      b1=0.9, b2=0.95, eps=1e-8,
+      weight_decay=0.1,
+      decay_exclude=("norm", "embed"),  # regexes on parameter paths left undecayed
+      clip_norm=1.0,  # global-norm clipping; 0 disables
+      trainable=".*",  # regex of trainable parameter paths; the rest are frozen
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      dataset="stdlib",  # stdlib | files | a TFDS catalog name such as pg19 or c4
+      files="",  # a glob of local UTF-8 text files; when set it overrides `dataset`
+      tfds_data_dir="",  # where TFDS datasets live ('' = TFDS default)
+      text_key="text",  # feature holding the text in TFDS datasets
+      train_split="train",
+      eval_split="",  # '' = hold out `heldout_fraction` of the training documents
+      heldout_fraction=0.02,
+      tokenizer="",  # a sentencepiece .model; '' = train one on the corpus (cached)
+      tokenizer_vocab_size=0,  # for a trained tokenizer; 0 = model.vocab_size
+      cache_dir="",  # prepared data and tokenizers; '' = ~/.cache/llama_jax
+      pack=True,  # pack documents into rows with segment ids (no cross-document attention)
+      add_bos=True,
+      add_eos=True,
+      shuffle=True,
+      num_workers=0,  # grain worker processes (0 = in the main process)
+      max_documents=0,  # cap on documents read (0 = all)
+  ))
+
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1))
+  c.sharding = ml_collections.ConfigDict(dict(rules=DEFAULT_RULES))
+  return c
+
+
+# ------------------------------------------------------------------------------ families
+LLAMA_BATCH_TOKENS = 4 * 2**20  # LLaMA §2.2 / Llama 2 Table 1: 4M tokens per batch
+
+
+def llama_pretraining(preset: str, peak_lr: float, tokens: float, seq_len: int,
+                      adam_eps: float = 1e-8) -> ml_collections.ConfigDict:
+  """LLaMA-style pretraining from scratch (Touvron et al. 2023, §2.2; Llama 2 §2.2).
+
+  AdamW b=(0.9, 0.95), weight decay 0.1, clipping 1.0, 2000 warmup steps, cosine decay to 10%
+  of the peak, 4M-token batches; `tokens` sets the number of steps. bf16 compute with float32
+  master weights, full remat, the best attention kernel of the backend, pure FSDP over all
+  devices. Data: TFDS C4 (the paper's mixture is not public; C4 is its second-largest part), a
+  32k LLaMA-style BPE tokenizer trained on it at the first run.
+  """
+  c = get_config()
+  c.model = model_fields(preset, dtype="bfloat16", attention="auto", remat="full")
+  c.seq_len = seq_len
+  c.batch_size = LLAMA_BATCH_TOKENS // seq_len
+  c.steps = math.ceil(tokens / (c.batch_size * seq_len))
+  c.optim.update(dict(peak_lr=peak_lr, warmup_steps=2000, schedule="cosine",
+                      final_lr_fraction=0.1, b1=0.9, b2=0.95, eps=adam_eps, weight_decay=0.1,
+                      clip_norm=1.0))
+  c.data.update(dict(dataset="c4/en", text_key="text", eval_split="validation"))
+  c.log_every = 50
+  c.eval_every = 2000
+  c.eval_batches = 10
+  c.checkpoint_every = 1000
+  c.sample_prompt = "The capital of France is"
+  c.mesh.update(dict(data=1, fsdp=-1, tensor=1, sequence=1))
+  return c
+
+
+YARN_ORIGINAL_LENGTH = 4096  # Llama 2's pretraining context
+
+
+def yarn_extension(preset: str, factor: int, steps: int, init_from: str, tokenizer: str,
+                   seed: int = 0) -> ml_collections.ConfigDict:
+  """YaRN context extension of a converted Llama 2 (Peng et al. 2023, §4.1 and App. B.4).
+
+  rope_type yarn with scale s=`factor` over the original 4096 positions (beta_fast 32,
+  beta_slow 1, temperature 0.1 ln s + 1), max_position_embeddings 4096·s; AdamW b=(0.9, 0.95),
+  no weight decay, lr 2e-5 with 20 linear warmup steps then linear decay to 0 at the last step
+  (the paper's DeepSpeed WarmupDecayLR schedule), clipping 1.0; global batch 64 sequences of
+  64k tokens from PG19 (documents packed with BOS/EOS; attention stays within a book);
+  bf16 compute, chunked attention, full remat, FSDP over all devices, 8 micro-batches.
+  """
+  c = get_config()
+  c.model = model_fields(
+      preset, max_position_embeddings=YARN_ORIGINAL_LENGTH * factor, dtype="bfloat16",
+      attention="chunked", remat="full",
+      rope=dict(rope_type="yarn", rope_theta=10000.0, factor=float(factor),
+                original_max_position_embeddings=YARN_ORIGINAL_LENGTH, beta_fast=32.0,
+                beta_slow=1.0))
+  c.seed = seed
+  c.steps = steps
+  c.seq_len = 65536
+  c.batch_size = 64
+  c.grad_accum = 8
+  c.init_from = init_from
+  c.optim.update(dict(peak_lr=2e-5, warmup_steps=20, schedule="linear", final_lr_fraction=0.0,
+                      b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0, clip_norm=1.0))
+  c.data.update(dict(dataset="pg19", text_key="book_text", eval_split="validation",
+                     tokenizer=tokenizer))
+  c.log_every = 1
+  c.eval_every = 100
+  c.eval_batches = 1
+  c.checkpoint_every = 50
+  c.sample_prompt = "It was the best of times,"
+  c.mesh.update(dict(data=1, fsdp=-1, tensor=1, sequence=1))
+  return c
+
+
+# ------------------------------------------------------------------------------ checking
+def _is_dict(v) -> bool:
+  return isinstance(v, (Mapping, ml_collections.ConfigDict))
+
+
+def unknown_keys(got: Mapping, want: Mapping | None = None, prefix: str = "") -> list[str]:
+  """Dotted names of keys in `got` that `want` (default: `get_config()`) does not define,
+  recursing into sub-dicts. The model record is checked by `ModelConfig` itself."""
+  want = get_config() if want is None else want
+  out = []
+  for key in got.keys():
+    name = f"{prefix}{key}"
+    if key not in want:
+      out.append(name)
+    elif _is_dict(want[key]) and _is_dict(got[key]) and key != "model":
+      out.extend(unknown_keys(got[key], want[key], name + "."))
+  return out

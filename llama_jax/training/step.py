@@ -1,0 +1,124 @@
+"""The pure jitted train and eval steps.
+
+- The model is split once (the spec's graphdef is static), and the step merges it with the
+  parameter dict inside the traced function. The step is ONE pure function
+  `(state, batch) -> (state, metrics)`, jitted with the state donated.
+- A batch transform `(batch, rng, step) -> batch` (a registered augmentation, `augment.py`)
+  runs first, inside the jitted step; its randomness is `fold_in(state.rng, state.step)`, a
+  function of the seed and the step only, so an interrupted and resumed run draws the same.
+- Loss: mean next-token cross-entropy over `loss_mask`, in float32, through
+  `model.loss.batch_loss_sums` (chunked over the sequence, so long sequences never hold
+  [B, T, vocab] logits). With `grad_accum` > 1 the batch is split into micro-batches scanned
+  inside the step; summed NLL, token counts and gradients are accumulated in float32 and divided
+  by the total token count once, so accumulation equals the large batch exactly (up to summation
+  order) and there is one optimizer update per step.
+- Frozen parameters (paths not matching `optim.trainable`, the spec's trainable mask) enter the
+  loss through `stop_gradient`, so their weight gradients are never computed (an adapter run
+  skips the base model's weight-gradient GEMMs, a third of its FLOPs) and `grad_norm` is the
+  norm of what the optimizer updates.
+- Micro-batch a takes rows a, a+A, a+2A, ... of the global batch. With the batch sharded in
+  contiguous row blocks whose size is a multiple of A (what `validate_mesh` requires), those
+  rows are already on the right device: the split moves no data.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from llama_jax.core import compilation as compile_lib
+from llama_jax.model import loss as loss_lib
+from llama_jax.model.spec import ModelSpec
+from llama_jax.parallel import logical_axes
+from llama_jax.parallel.logical_axes import Rules
+from llama_jax.training.state import TrainState
+
+BATCH_KEYS = loss_lib.BATCH_KEYS
+LOSS_CHUNK = loss_lib.LOSS_CHUNK
+
+BatchTransform = Callable[[dict, jax.Array, jax.Array], dict]
+
+
+def _split_micro(batch: dict, accum: int, rules: Rules | None) -> dict:
+  """[B, ...] → [A, B/A, ...]; micro-batch a holds rows a, a+A, ... (device-local, see above)."""
+  def split(x):
+    b = x.shape[0]
+    x = x.reshape((b // accum, accum) + x.shape[1:]).swapaxes(0, 1)
+    if rules is not None:
+      names = (None, "batch", "length")[:x.ndim] + (None,) * max(0, x.ndim - 3)
+      x = jax.lax.with_sharding_constraint(x, logical_axes.spec(names, rules))
+    return x
+  return {k: split(v) for k, v in batch.items()}
+
+
+def make_train_step(spec: ModelSpec, tx, schedule: Callable, *, grad_accum: int = 1,
+                    shardings: TrainState | None = None, loss_chunk: int = LOSS_CHUNK,
+                    compilation: compile_lib.StepCompilation | None = None,
+                    transform: BatchTransform | None = None):
+  """The jitted `(state, batch) -> (state, metrics)`, state donated.
+
+  batch: dict of global arrays [B, T] (`BATCH_KEYS`). metrics: loss (mean NLL per target
+  token), grad_norm (global norm of the trainable gradients before clipping), learning_rate
+  (of this update), tokens (target tokens in the batch); float32 scalars. The trainable mask is
+  the spec's, built from the same `optim.trainable` as the optimizer. Call it inside
+  `jax.set_mesh(mesh)` when the spec has rules. `compilation` defaults to the default backend's
+  (`core.compilation.for_backend`); `transform` is a batch augmentation run inside the step.
+  """
+  compilation = compilation or compile_lib.for_backend()
+  mask, all_trainable = spec.trainable, spec.all_trainable
+
+  def loss_sums(params, batch):
+    if not all_trainable:
+      params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, mask)
+    return loss_lib.batch_loss_sums(spec.merge(params), batch, loss_chunk,
+                                    compilation.vocab_chunk)
+
+  grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
+
+  def step(state: TrainState, batch: dict):
+    batch = {k: batch[k] for k in BATCH_KEYS}
+    if transform is not None:
+      batch = transform(batch, jax.random.fold_in(state.rng, state.step), state.step)
+    if grad_accum == 1:
+      (nll, count), grads = grad_fn(state.params, batch)
+      grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+    else:
+      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+      if shardings is not None:
+        zeros = jax.lax.with_sharding_constraint(zeros, shardings.params)
+
+      def micro_step(carry, micro):
+        g_acc, nll_acc, n_acc = carry
+        (nll, n), g = grad_fn(state.params, micro)
+        g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
+        return (g_acc, nll_acc + nll, n_acc + n), None
+
+      init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+      (grads, nll, count), _ = jax.lax.scan(micro_step, init,
+                                            _split_micro(batch, grad_accum, spec.rules))
+    denom = jnp.maximum(count, 1.0)  # a batch with no target tokens gives loss 0, no NaN
+    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": nll / denom, "grad_norm": optax.tree.norm(grads),
+               "learning_rate": schedule(state.step), "tokens": count}
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+  out = None if shardings is None else (shardings, None)
+  return jax.jit(step, donate_argnums=0, out_shardings=out,
+                 compiler_options=compilation.xla_options)
+
+
+def make_eval_step(spec: ModelSpec, loss_chunk: int = LOSS_CHUNK,
+                   compilation: compile_lib.StepCompilation | None = None):
+  """The jitted `(params, batch) -> (summed NLL, token count)` for held-out perplexity."""
+  compilation = compilation or compile_lib.for_backend()
+
+  def eval_step(params, batch):
+    return loss_lib.batch_loss_sums(spec.merge(params), {k: batch[k] for k in BATCH_KEYS},
+                                    loss_chunk, compilation.vocab_chunk)
+
+  return jax.jit(eval_step, compiler_options=compilation.xla_options)
