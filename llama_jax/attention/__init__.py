@@ -3,24 +3,19 @@
 All take q[B, T, H, D], k/v[B, S, K, D] (K divides H: grouped-query attention), optional
 segment ids (int[B, T] / int[B, S]; 0 = padding) and `q_offset`, the key index of the first
 query (non-zero when decoding against a KV cache). Attention is always causal.
-Implementations register in `IMPLEMENTATIONS`; `auto` picks the best available per backend.
+Kernels register themselves (`registry.py`, one module each); `auto` picks the best available
+per backend and shape of problem.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Callable
-
 import jax
 
-# name -> "module:function", imported lazily so GPU/TPU-only kernels cost nothing on CPU.
-IMPLEMENTATIONS: dict[str, str] = {
-    "xla": "llama_jax.attention.xla:attention",
-    "xla_blocked": "llama_jax.attention.xla_blocked:attention",
-    "chunked": "llama_jax.attention.chunked:attention",
-    "cudnn": "llama_jax.attention.cudnn:attention",
-    "splash": "llama_jax.attention.splash:attention",
-}
+from llama_jax.attention import registry
+from llama_jax.core.registry import import_submodules
 
+import_submodules(__name__, __path__)
+
+AUTO = "auto"
 
 # On CPU, `auto` uses xla_blocked up to this many keys and chunked beyond: measured on
 # configs/bench_34m.py, xla_blocked is faster at 512-1024 tokens, chunked at 2048 (and its
@@ -28,21 +23,29 @@ IMPLEMENTATIONS: dict[str, str] = {
 CPU_BLOCKED_MAX_LEN = 1024
 
 
+def names() -> list[str]:
+  """Every value `model.attention` accepts: the registered kernels and `auto`."""
+  return registry.KERNELS.names() + [AUTO]
+
+
+def get(impl: str):
+  """The registered `Kernel` record of a concrete kernel name."""
+  return registry.KERNELS.get(impl)
+
+
 def resolve(impl: str, *, packed: bool = False, decoding: bool = False,
             dtype=None, seq_len: int | None = None) -> str:
   """The concrete kernel for `impl` on the default backend and this call's shape of problem.
 
-  Fused kernels only cover full causal self-attention: when decoding against a KV cache they
-  hand over to `chunked`. `auto` takes cuDNN on GPU for unpacked bf16/fp16 training, splash on
-  TPU, and otherwise `chunked` (O(sequence) memory); on CPU `xla_blocked` (the reference with
-  causal block skipping, fastest at the short lengths CPUs train on) up to
-  CPU_BLOCKED_MAX_LEN keys, `chunked` beyond, and `xla` when decoding.
+  Kernels that cannot decode against a KV cache (the fused ones) hand it over to `chunked`.
+  `auto` takes cuDNN on GPU for unpacked bf16/fp16 training, splash on TPU, and otherwise
+  `chunked` (O(sequence) memory); on CPU `xla_blocked` (the reference with causal block
+  skipping, fastest at the short lengths CPUs train on) up to CPU_BLOCKED_MAX_LEN keys,
+  `chunked` beyond, and `xla` when decoding.
   """
   backend = jax.default_backend()
-  if impl in ("cudnn", "splash") and decoding:
-    return "chunked"
-  if impl != "auto":
-    return impl
+  if impl != AUTO:
+    return "chunked" if decoding and not get(impl).decoding else impl
   if decoding:
     return "xla" if backend == "cpu" else "chunked"
   if backend == "gpu":
@@ -53,19 +56,11 @@ def resolve(impl: str, *, packed: bool = False, decoding: bool = False,
   return "chunked" if seq_len is not None and seq_len > CPU_BLOCKED_MAX_LEN else "xla_blocked"
 
 
-def get(impl: str) -> Callable:
-  if impl not in IMPLEMENTATIONS:
-    raise ValueError(f"attention={impl!r}; allowed: {sorted(IMPLEMENTATIONS) + ['auto']}")
-  module, fn = IMPLEMENTATIONS[impl].split(":")
-  return getattr(importlib.import_module(module), fn)
-
-
 def dot_product_attention(q, k, v, *, impl: str = "xla", q_segment_ids=None,
-                          kv_segment_ids=None, q_offset=0, **kwargs):
+                          kv_segment_ids=None, q_offset=0, **options):
   decoding = not (isinstance(q_offset, int) and q_offset == 0) or q.shape[1] != k.shape[1]
-  impl = resolve(impl, packed=q_segment_ids is not None, decoding=decoding, dtype=q.dtype,
-                 seq_len=k.shape[1])
-  if impl not in ("chunked", "splash"):
-    kwargs.pop("block_size", None)
-  return get(impl)(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
-                   q_offset=q_offset, **kwargs)
+  kernel = get(resolve(impl, packed=q_segment_ids is not None, decoding=decoding, dtype=q.dtype,
+                       seq_len=k.shape[1]))
+  options = {k_: v_ for k_, v_ in options.items() if k_ in kernel.options}
+  return kernel.fn(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                   q_offset=q_offset, **options)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from llama_jax.attention.masks import MASK_VALUE
+from llama_jax.attention import registry
 
 
 def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None,
@@ -206,3 +207,8 @@ def _flash_bwd(st, residuals, d_out):
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+registry.register(registry.Kernel(
+    name="chunked", fn=attention, options=("block_size",),
+    description="blockwise online-softmax attention in pure JAX: O(sequence) memory"))

@@ -17,6 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from llama_jax.attention import registry
+
 
 def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None):
   """q[B, T, H, D], k/v[B, T, K, D] → [B, T, H, D], causal, no packing."""
@@ -42,3 +44,8 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
         "model.dtype='bfloat16' or use model.attention='chunked'")
   return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True,
                                       implementation="cudnn")
+
+
+registry.register(registry.Kernel(
+    name="cudnn", fn=attention, segments=False, decoding=False, backends=("gpu",),
+    description="cuDNN fused flash attention (unpacked bf16/fp16 batches)"))

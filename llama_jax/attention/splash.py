@@ -21,6 +21,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from llama_jax.attention import registry
+
 _LANES = 128  # the kernel's blocks must be multiples of this
 _PAD_SEGMENT = -1
 
@@ -94,3 +96,8 @@ def _kernel(length: int, heads_per_kv: int, block: int, interpret: bool):
   with jax.ensure_compile_time_eval():
     return sp.make_splash_mqa(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
                               interpret=interpret)
+
+
+registry.register(registry.Kernel(
+    name="splash", fn=attention, decoding=False, options=("block_size",), backends=("tpu",),
+    description="Pallas splash attention with segment ids (TPU)"))

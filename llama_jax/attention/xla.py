@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from llama_jax.attention.masks import MASK_VALUE, attention_mask
+from llama_jax.attention import registry
 
 
 def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None):
@@ -23,3 +24,8 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
   return out.reshape(b, t, h, d).astype(q.dtype)
+
+
+registry.register(registry.Kernel(
+    name="xla", fn=attention,
+    description="reference: full score matrix, causal + segment mask, GQA"))

@@ -11,12 +11,12 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from llama_jax import attention
+from llama_jax.model import remat
 from llama_jax.rope import registry as rope_registry
 from llama_jax.rope.config import RopeConfig
 
 DTYPES = ("float32", "bfloat16", "float16")
-ATTENTION_IMPLS = ("xla", "xla_blocked", "chunked", "cudnn", "splash", "auto")
-REMAT_POLICIES = ("none", "full", "minimal", "save_qkv", "save_dots", "save_attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +78,10 @@ class ModelConfig:
     for name in ("param_dtype", "dtype"):
       if getattr(self, name) not in DTYPES:
         raise ValueError(f"model.{name}={getattr(self, name)!r}; allowed: {list(DTYPES)}")
-    if self.attention not in ATTENTION_IMPLS:
-      raise ValueError(f"model.attention={self.attention!r}; allowed: {list(ATTENTION_IMPLS)}")
-    if self.remat not in REMAT_POLICIES:
-      raise ValueError(f"model.remat={self.remat!r}; allowed: {list(REMAT_POLICIES)}")
+    if self.attention not in attention.names():
+      raise ValueError(f"model.attention={self.attention!r}; allowed: {attention.names()}")
+    if self.remat not in remat.names():
+      raise ValueError(f"model.remat={self.remat!r}; allowed: {remat.names()}")
     rope_registry.validate(self.rope, self.head_dim)
 
   # ---------------------------------------------------------------- derived

@@ -35,6 +35,7 @@ from llama_jax import attention as attention_lib
 from llama_jax import rope as rope_lib
 from llama_jax.parallel.logical_axes import Rules, constrain
 from llama_jax.model.config import ModelConfig
+from llama_jax.model.remat import remat
 
 
 def _param(rngs, shape, axes, std, dtype):
@@ -176,24 +177,6 @@ class KVCache:
   @property
   def max_len(self) -> int:
     return self.k.shape[2]
-
-
-_REMAT_POLICIES = {
-    "full": None,  # save nothing, recompute the whole block
-    "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "save_qkv": jax.checkpoint_policies.save_only_these_names("query", "key", "value"),
-    "save_attention": jax.checkpoint_policies.save_only_these_names(
-        "query", "key", "value", "attention"),
-    "minimal": jax.checkpoint_policies.save_only_these_names(
-        "query", "key", "value", "attention", "mlp_gate", "mlp_up"),
-}
-
-
-def remat(fn, policy: str):
-  """Wraps a layer function with the named rematerialisation policy ('none' = no remat)."""
-  if policy == "none":
-    return fn
-  return jax.checkpoint(fn, policy=_REMAT_POLICIES[policy], prevent_cse=False)
 
 
 class Llama(nnx.Module):

@@ -65,9 +65,9 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
   if steps < 1 or warmup < 0:
     raise ValueError(f"--steps={steps} must be >= 1 and --warmup={warmup} >= 0")
   for impl in impls:
-    if impl != HF and impl not in attention_lib.IMPLEMENTATIONS and impl != "auto":
+    if impl != HF and impl not in attention_lib.names():
       raise ValueError(f"--impls: {impl!r} is neither {HF!r} nor an attention kernel "
-                       f"{sorted(attention_lib.IMPLEMENTATIONS) + ['auto']}")
+                       f"{attention_lib.names()}")
   if step_compile not in STEP_COMPILE:
     raise ValueError(f"--step_compile={step_compile!r}; allowed: {list(STEP_COMPILE)}")
   compilation = (compile_options.for_backend() if step_compile == "backend"

@@ -4,15 +4,12 @@
 into cos/sin. Every module in this package is imported here, so a new method is one new file
 that calls `registry.register`.
 """
-import importlib
-import pkgutil
-
+from llama_jax.core.registry import import_submodules
 from llama_jax.rope import registry
 from llama_jax.rope.config import RopeConfig
 from llama_jax.rope.embedding import apply, cos_sin
 
-for _info in pkgutil.iter_modules(__path__):
-  importlib.import_module(f"{__name__}.{_info.name}")
+import_submodules(__name__, __path__)
 
 get = registry.get
 names = registry.names

@@ -9,7 +9,7 @@ KV cache to store keys before rotation and re-rotate them as the length grows (t
 behaviour for dynamic scaling).
 
 Adding a method is one new module in this package that calls `register`; the package imports
-every module in it, so nothing else needs editing.
+every module in it (`core.registry`'s idiom), so nothing else needs editing.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from llama_jax.core.registry import Registry
 from llama_jax.rope.config import FIELDS, RopeConfig
 
 FrequencyFn = Callable[[RopeConfig, int, jax.Array], tuple[jax.Array, jax.Array]]
@@ -38,29 +39,18 @@ class RopeMethod:
   description: str = ""
 
 
-_METHODS: dict[str, RopeMethod] = {}
+METHODS: Registry[RopeMethod] = Registry("RoPE method", "rope.rope_type")
 
 
 def register(method: RopeMethod) -> RopeMethod:
-  if method.name in _METHODS:
-    raise ValueError(f"rope_type {method.name!r} is registered twice")
   for name in method.required + method.optional:
     if name not in FIELDS:
       raise ValueError(f"rope method {method.name!r} names unknown field {name!r}")
-  _METHODS[method.name] = method
-  return method
+  return METHODS.register(method)
 
 
-def names() -> list[str]:
-  return sorted(_METHODS)
-
-
-def get(rope_type: str) -> RopeMethod:
-  try:
-    return _METHODS[rope_type]
-  except KeyError:
-    raise ValueError(
-        f"rope.rope_type={rope_type!r} is not a known RoPE method; allowed: {names()}") from None
+names = METHODS.names
+get = METHODS.get
 
 
 def validate(rope: RopeConfig, head_dim: int) -> RopeMethod:

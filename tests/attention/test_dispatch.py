@@ -38,7 +38,7 @@ def test_fused_kernels_hand_decoding_to_chunked():
 
 
 def test_unknown_kernel_is_named():
-  with pytest.raises(ValueError, match=r"attention='flash'; allowed"):
+  with pytest.raises(ValueError, match=r"attention='flash' is not a known attention kernel; allowed"):
     attention.get("flash")
 
 

@@ -12,7 +12,10 @@ import pytest
 from llama_jax.model import loss as loss_lib
 from llama_jax.model import llama as model_lib
 from llama_jax.model import spec as spec_lib
-from llama_jax.model.config import REMAT_POLICIES, preset
+from llama_jax.model import remat
+from llama_jax.model.config import preset
+
+REMAT_POLICIES = remat.names()
 
 B, T = 2, 24
 

@@ -1,0 +1,36 @@
+"""Registry of attention kernels, keyed by `model.attention`.
+
+A kernel is a `Kernel`: its function `fn(q, k, v, *, q_segment_ids, kv_segment_ids, q_offset,
+**options)` with q[B, T, H, D], k/v[B, S, K, D] (K divides H), and what it can do:
+
+- `segments`: honours segment ids (packed documents, padding); a kernel that cannot is never
+  given them silently — it refuses them itself with an error naming the alternatives;
+- `decoding`: attends a few queries against a longer key cache at a (possibly traced)
+  `q_offset`; dispatch hands cached decoding of the other kernels to `chunked`;
+- `options`: the keyword options it takes from the model config (e.g. `block_size`);
+- `backends`: where it runs natively (empty: everywhere).
+
+Adding a kernel is one module in this package that registers its record; the package imports
+every module, `model.attention` then accepts the name and validation lists it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from llama_jax.core.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+  name: str
+  fn: Callable
+  segments: bool = True
+  decoding: bool = True
+  options: tuple[str, ...] = ()
+  backends: tuple[str, ...] = ()
+  description: str = ""
+
+
+KERNELS: Registry[Kernel] = Registry("attention kernel", "model.attention")
+register = KERNELS.register
