@@ -65,12 +65,12 @@ def _flat(tree) -> dict[str, Any]:
 
 def check_params(where: str, params: dict, cfg: ModelConfig) -> None:
   """Raises CheckpointError unless the tree `params` holds exactly the config's shapes."""
-  _check_tree(where, {k: np.shape(v) for k, v in _flat(params).items()}, cfg)
+  _check_tree(where, {k: np.shape(v) for k, v in _flat(params).items()}, expected_tree(cfg))
 
 
-def _check_tree(where: str, got: dict[str, tuple], cfg: ModelConfig) -> None:
-  """Raises CheckpointError unless `got` ({path: shape}) has exactly the config's params."""
-  want = {k: tuple(v.shape) for k, v in _flat(expected_tree(cfg)).items()}
+def _check_tree(where: str, got: dict[str, tuple], expected: dict) -> None:
+  """Raises CheckpointError unless `got` ({path: shape}) has exactly the expected params."""
+  want = {k: tuple(v.shape) for k, v in _flat(expected).items()}
   missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
   if missing or extra:
     raise CheckpointError(f"{where}: parameters do not match the model config: missing {missing}, "
@@ -156,7 +156,8 @@ def _shardings_tree(shardings, abstract: dict) -> dict:
   return shardings
 
 
-def load_params(path: str | os.PathLike, cfg: ModelConfig | None = None, shardings=None) -> dict:
+def load_params(path: str | os.PathLike, cfg: ModelConfig | None = None, shardings=None,
+                expected: dict | None = None) -> dict:
   """Restores the parameter tree of a converted checkpoint.
 
   cfg: the config to load for (default: the checkpoint's own). Its `param_dtype` is the dtype
@@ -164,9 +165,12 @@ def load_params(path: str | os.PathLike, cfg: ModelConfig | None = None, shardin
   shardings: None → host NumPy arrays; a `jax.sharding.Sharding` for every leaf, or a tree of
     them shaped like the params (nested dict or nnx.State) → jax Arrays restored directly into
     those shardings, each process reading only the slices it holds.
+  expected: the parameter tree of `cfg` as ShapeDtypeStructs, when the caller has it (a
+    `ModelSpec.abstract_params`); default: built from `cfg`.
   """
   import orbax.checkpoint as ocp
   cfg = cfg or load_config(path)
+  expected = expected_tree(cfg) if expected is None else expected
   params_dir = Path(path).absolute() / PARAMS_DIR
   if not params_dir.is_dir():
     raise CheckpointError(f"{params_dir} not found: the checkpoint has no parameters")
@@ -175,8 +179,9 @@ def load_params(path: str | os.PathLike, cfg: ModelConfig | None = None, shardin
       stored = ckptr.metadata(params_dir).item_metadata.tree
     except Exception as e:  # orbax raises assorted types for unreadable metadata
       raise CheckpointError(f"{params_dir}: cannot read orbax metadata ({e})") from e
-    _check_tree(str(params_dir), {k: tuple(v.shape) for k, v in _flat(stored).items()}, cfg)
-    abstract = expected_tree(cfg)
+    _check_tree(str(params_dir), {k: tuple(v.shape) for k, v in _flat(stored).items()},
+                expected)
+    abstract = expected
     dtype = np_dtype(cfg.param_dtype)
     if shardings is None:
       args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray, dtype=dtype),

@@ -1,5 +1,13 @@
-"""Long-context evaluations: sliding-window / truncated perplexity, passkey retrieval, plots.
-
-`perplexity` and `passkey` compute results as plain dicts (JSON-ready); `plots` draws them;
-`io` writes them atomically. `python -m llama_jax.evaluate` is the command line around them.
+"""Evaluations, one module each, registered by name (`registry.py`): held-out loss
+(`heldout`), sliding-window perplexity (`perplexity`), passkey retrieval (`passkey`); plots
+(`plots`). The same classes serve `python -m llama_jax.evaluate` and `config.evals` in training.
 """
+from llama_jax.core.registry import import_submodules
+from llama_jax.evals import registry
+
+import_submodules(__name__, __path__)
+
+get = registry.get
+names = registry.names
+
+__all__ = ["get", "names", "registry"]

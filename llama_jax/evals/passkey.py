@@ -21,6 +21,10 @@ import random
 import re
 from typing import Callable, Sequence
 
+from llama_jax.core.errors import ConfigError
+from llama_jax.evals import plots, registry
+from llama_jax.evals.registry import Option
+
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
         "them. I will quiz you about the important information there.")
 GARBAGE = ("The grass is green. The sky is blue. The sun is yellow. Here we go. "
@@ -164,3 +168,59 @@ def evaluate(generate_fn: GenerateFn, tokenizer, lengths: Sequence[int],
   return {"task": "passkey", "lengths": [int(x) for x in lengths],
           "depths": [float(d) for d in depths], "trials": int(trials), "seed": int(seed),
           "accuracy": accuracy, "records": records}
+
+
+# ------------------------------------------------------------------------------ evaluation
+@registry.register
+class Passkey(registry.Evaluation):
+  """Passkey retrieval accuracy on a lengths x depths grid (greedy decoding, KV cache)."""
+  name = "passkey"
+  description = "passkey retrieval (Landmark Attention format) on a lengths x depths grid"
+  options = {
+      "lengths": Option((), "prompt lengths (tokens)", int),
+      "depths": Option((0.0, 0.25, 0.5, 0.75, 1.0), "key depths in [0, 1]", float),
+      "trials": Option(10, "random keys per length and depth"),
+      "seed": Option(0, "key seed"),
+      "garbage_step": Option(128, "garbage length granularity (characters)"),
+      "pad_multiple": Option(64, "pad prompts to a multiple of this (shared compilations)"),
+      "batch_size": Option(1, "prompts per generation call"),
+  }
+
+  @classmethod
+  def check(cls, c):
+    if not c["lengths"] or min(c["lengths"]) < 2:
+      raise ConfigError(f"lengths={list(c['lengths'])} must list context lengths >= 2")
+    if not c["depths"] or not all(0 <= d <= 1 for d in c["depths"]):
+      raise ConfigError(f"depths={list(c['depths'])} must list fractions within [0, 1]")
+    for name in ("trials", "garbage_step", "pad_multiple", "batch_size"):
+      if c[name] < 1:
+        raise ConfigError(f"passkey {name}={c[name]} must be >= 1")
+
+  def run(self, model) -> registry.Result:
+    from llama_jax.inference import generate as generate_lib
+    c, tok = self.config, self.context.tokenizer
+
+    def generate_fn(prompts):
+      out = []
+      for start in range(0, len(prompts), c["batch_size"]):
+        out += generate_lib.generate(model, prompts[start:start + c["batch_size"]],
+                                     MAX_NEW_TOKENS, eos_id=tok.eos_id,
+                                     pad_multiple=c["pad_multiple"])
+      return out
+
+    record = evaluate(generate_fn, tok, c["lengths"], c["depths"], c["trials"], seed=c["seed"],
+                      step=c["garbage_step"], log=self.context.log)
+    record.pop("task")
+    metrics = {f"passkey_{n}": sum(row) / len(row)
+               for n, row in zip(record["lengths"], record["accuracy"])}
+    return registry.Result(metrics, record)
+
+  @classmethod
+  def figures(cls, records):
+    return {f"passkey_{slug(r.get('label', 'run'))}.png": plots.passkey_figure(r)
+            for r in records}
+
+
+def slug(text: str) -> str:
+  """`text` as a file-name part."""
+  return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "run"

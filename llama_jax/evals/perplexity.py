@@ -36,6 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llama_jax.core.errors import ConfigError
+from llama_jax.data import documents
+from llama_jax.evals import plots, registry
+from llama_jax.evals.registry import Option
 from llama_jax.model import loss as loss_lib
 
 
@@ -146,3 +150,70 @@ def evaluate(model, docs: Sequence[Sequence[int]], lengths: Sequence[int], *, st
       log(f"length {length}: ppl {row['ppl']:.4f} (token-weighted {row['token_weighted_ppl']:.4f})"
           f" over {row['n_windows']} windows, {row['n_tokens']} tokens")
   return results
+
+
+# ------------------------------------------------------------------------------ evaluation
+@registry.register
+class Perplexity(registry.Evaluation):
+  """Sliding-window (or truncated) perplexity of whole documents at each window length."""
+  name = "perplexity"
+  description = "sliding-window / truncated-document perplexity (the PI and YaRN protocol)"
+  options = {
+      "files": Option("", "glob of UTF-8 text files, one document each"),
+      "dataset": Option("", "or a prepared TFDS dataset read in place, e.g. pg19"),
+      "split": Option("test", "the TFDS split"),
+      "tfds_data_dir": Option("", "where TFDS datasets live ('' = the TFDS default)"),
+      "text_key": Option("text", "the TFDS feature holding the text"),
+      "lengths": Option((), "window lengths (tokens)", int),
+      "stride": Option(256, "sliding-window stride"),
+      "truncate": Option(False, "cut each document to one window (no sliding)"),
+      "batch_size": Option(1, "windows per model call"),
+      "min_tokens": Option(0, "skip documents shorter than this"),
+      "max_documents": Option(0, "use at most this many documents (0 = all)"),
+  }
+
+  @classmethod
+  def check(cls, c):
+    check_lengths(c["lengths"])
+    if bool(c["files"]) == bool(c["dataset"]):
+      raise ConfigError("perplexity needs exactly one of files (a glob of UTF-8 text files) and "
+                        "dataset (a prepared TFDS dataset such as pg19)")
+    if c["batch_size"] < 1 or c["stride"] < 1:
+      raise ConfigError(f"perplexity batch_size={c['batch_size']} and stride={c['stride']} "
+                        "must be >= 1")
+
+  def __init__(self, options, context):
+    super().__init__(options, context)
+    c, tok = self.config, context.tokenizer
+    if c["dataset"]:
+      self.paths, self.docs = documents.load_tfds_documents(
+          c["dataset"], c["split"], c["tfds_data_dir"], c["text_key"], tok, c["min_tokens"],
+          c["max_documents"])
+    else:
+      self.paths, self.docs = documents.load_documents(c["files"], tok, c["min_tokens"],
+                                                       c["max_documents"])
+
+  def run(self, model) -> registry.Result:
+    c = self.config
+    self.context.log(f"perplexity: {len(self.docs)} documents, "
+                     f"{sum(map(len, self.docs))} tokens")
+    results = evaluate(model, self.docs, c["lengths"], stride=c["stride"],
+                       bos_id=self.context.tokenizer.bos_id, truncate=c["truncate"],
+                       batch_size=c["batch_size"], log=self.context.log)
+    record = {"mode": "truncated" if c["truncate"] else "sliding",
+              "stride": None if c["truncate"] else c["stride"],
+              "source": ({"dataset": c["dataset"], "split": c["split"]} if c["dataset"]
+                         else {"files": c["files"]}),
+              "documents": self.paths, "document_tokens": [len(d) for d in self.docs],
+              "results": results}
+    metrics = {f"ppl_{r['length']}": r["ppl"] for r in results}
+    return registry.Result(metrics, record)
+
+  @classmethod
+  def figures(cls, records):
+    return {"perplexity.png": plots.perplexity_figure(records)}
+
+
+def check_lengths(lengths) -> None:
+  if not lengths or min(lengths) < 2:
+    raise ConfigError(f"lengths={list(lengths)} must list context lengths >= 2")

@@ -129,9 +129,16 @@ class ModelSpec:
     """A random initialisation (pure: run it under `jax.jit` with out_shardings)."""
     return to_params(Llama(self.config, rngs=nnx.Rngs(params=seed), rules=self.rules))
 
-  def merge(self, params) -> Llama:
-    """The model holding `params` (inside a jitted function: the graph is static)."""
-    return nnx.merge(self.graphdef, params)
+  def merge(self, params, rules: Rules | None | str = "spec") -> Llama:
+    """The model holding `params` (inside a jitted function: the graph is static).
+
+    `rules` replaces the spec's activation-sharding rules for this model (None: no activation
+    constraints, e.g. to decode one prompt on a mesh whose batch axes it cannot fill).
+    """
+    model = nnx.merge(self.graphdef, params)
+    if rules != "spec":
+      model.rules = rules
+    return model
 
 
 def from_params(cfg: ModelConfig, params: dict, rules: Rules | None = None) -> Llama:

@@ -97,3 +97,17 @@ class RopeConfig:
     d = self.to_dict()
     d.pop("max_position_embeddings", None)
     return d
+
+
+def apply_overrides(base: RopeConfig, changes: Mapping[str, Any]) -> RopeConfig:
+  """`base` with `changes` applied; a new rope_type starts from that type's defaults (keeping
+  rope_theta and max_position_embeddings), otherwise the given fields replace base's."""
+  unknown = sorted(set(changes) - set(FIELDS))
+  if unknown:
+    raise ValueError(f"unknown RoPE field(s) {unknown}; allowed: {sorted(FIELDS)}")
+  if not changes:
+    return base
+  if changes.get("rope_type", base.rope_type) != base.rope_type:
+    base = RopeConfig(rope_type=changes["rope_type"], rope_theta=base.rope_theta,
+                      max_position_embeddings=base.max_position_embeddings)
+  return base.replace(**changes)

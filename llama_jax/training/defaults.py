@@ -15,6 +15,7 @@ from ml_collections import config_dict
 
 from llama_jax.parallel.logical_axes import DEFAULT_RULES
 from llama_jax.model.config import PRESETS
+from llama_jax.training import augment
 
 
 # Types of the ModelConfig/RopeConfig fields that may be None. A None in a ConfigDict cannot be
@@ -76,6 +77,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample_tokens = 48
 
   c.model = model_fields("tiny")
+
+  # Evaluations during training: name -> dict(type=<a registered evaluation>, every=N, options);
+  # llama_jax/evals/ lists the types and their options. Metrics are logged as <name>_<metric>.
+  # The held-out loss ("eval": eval_loss, eval_perplexity) follows eval_every and eval_batches.
+  c.evals = ml_collections.ConfigDict({"eval": ml_collections.ConfigDict(dict(
+      type="heldout", every=c.get_ref("eval_every"), batches=c.get_ref("eval_batches")))})
+  # A batch augmentation inside the train step (llama_jax/training/augment/): its name, and the
+  # options of each registered one under augment.<name>.<option>. '' = none.
+  c.augment = ml_collections.ConfigDict(
+      {"name": "", **{a.name: ml_collections.ConfigDict(dict(a.options))
+                      for a in augment.registry.AUGMENTATIONS.entries()}})
 
   c.optim = ml_collections.ConfigDict(dict(
       peak_lr=3e-4,
@@ -190,15 +202,20 @@ def _is_dict(v) -> bool:
   return isinstance(v, (Mapping, ml_collections.ConfigDict))
 
 
+# Sub-dicts whose keys are checked by their owner: the model record by ModelConfig, evaluations
+# by their registered type's options (recipes add entries).
+_CHECKED_ELSEWHERE = ("model", "evals")
+
+
 def unknown_keys(got: Mapping, want: Mapping | None = None, prefix: str = "") -> list[str]:
   """Dotted names of keys in `got` that `want` (default: `get_config()`) does not define,
-  recursing into sub-dicts. The model record is checked by `ModelConfig` itself."""
+  recursing into sub-dicts (except those `_CHECKED_ELSEWHERE`)."""
   want = get_config() if want is None else want
   out = []
   for key in got.keys():
     name = f"{prefix}{key}"
     if key not in want:
       out.append(name)
-    elif _is_dict(want[key]) and _is_dict(got[key]) and key != "model":
+    elif _is_dict(want[key]) and _is_dict(got[key]) and key not in _CHECKED_ELSEWHERE:
       out.extend(unknown_keys(got[key], want[key], name + "."))
   return out

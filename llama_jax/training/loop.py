@@ -16,16 +16,16 @@ batch.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import logging
 import math
 import os
 import zlib
-from typing import Any
+from typing import Any, Sequence
 
 from llama_jax.training import validation as config_lib
 from llama_jax.training import workdir as workdir_lib
+from llama_jax.training.hooks import Periodic, run_due, run_final
 
 log = logging.getLogger("llama_jax.train")
 
@@ -39,7 +39,7 @@ class RunResult:
   stopped_early: bool  # a SIGTERM/SIGINT ended the run (a checkpoint was saved)
   losses: dict[int, float]  # step → training loss (steps that were fetched: every step)
   data_crc32: dict[int, int]  # step → CRC32 of the tokens this process fed that step
-  evals: dict[int, dict[str, float]]  # step → {"eval_loss", "eval_perplexity", "eval_tokens"}
+  evals: dict[int, dict[str, float]]  # step → {"<eval name>_<metric>": value}, e.g. eval_loss
   sample: str | None
   state: Any
 
@@ -79,7 +79,8 @@ def _init_params(tc, shardings):
   from llama_jax.training import run_reader
   path = os.path.expanduser(tc.config.init_from)
   if config_lib.init_from_kind(path) == "converted":
-    return converted.load_params(path, tc.model, shardings=shardings.params)
+    return converted.load_params(path, tc.model, shardings=shardings.params,
+                                 expected=tc.spec.abstract_params)
   # The shapes were checked against this model by `validation.validate`.
   try:
     params, step = run_reader.latest_params(path, shardings.params, tc.spec)
@@ -89,11 +90,10 @@ def _init_params(tc, shardings):
   return params
 
 
-def _sample(cfg, params, tok, prompt: str, max_new_tokens: int) -> str:
+def _sample(spec, params, tok, prompt: str, max_new_tokens: int) -> str:
   """`prompt` and its greedy continuation (stopping at the tokenizer's EOS)."""
   from llama_jax.inference import generate
-  from llama_jax.model import spec as spec_lib
-  model = spec_lib.from_params(cfg, params)
+  model = spec.merge(params, rules=None)  # one prompt: no activation sharding constraints
   prompt_ids = tok.encode(prompt, bos=True, eos=False)
   new = generate.generate(model, [prompt_ids], max_new_tokens, temperature=0.0,
                           eos_id=tok.eos_id)[0]
@@ -101,19 +101,36 @@ def _sample(cfg, params, tok, prompt: str, max_new_tokens: int) -> str:
   return tok.decode(prompt_ids[1:] + [t for t in new if t != tok.eos_id])
 
 
+def _evaluations(c, tok, micro_batch: int, place, say):
+  """{name: (every, Evaluation)} for the enabled entries of `config.evals`."""
+  from llama_jax import evals
+  import jax
+  context = evals.registry.Context(
+      tokenizer=tok, data=c.data, seq_len=c.seq_len, batch_size=micro_batch, seed=c.seed,
+      place=place, process_index=jax.process_index(), process_count=jax.process_count(),
+      log=lambda text: None)
+  out = {}
+  for name, entry in c.evals.items():
+    options = dict(entry)
+    kind, every = options.pop("type"), options.pop("every")
+    if every:
+      out[name] = (every, evals.get(kind)(options, context))
+  return out
+
+
 # ------------------------------------------------------------------------------ run
-def run(config, workdir: str, devices=None) -> RunResult:
-  """Trains (or resumes) `config` in `workdir`. `devices`: a subset to use (default: all)."""
+def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> RunResult:
+  """Trains (or resumes) `config` in `workdir`. `devices`: a subset to use (default: all);
+  `hooks`: further periodic actions, run after the built-in ones (see `hooks.py`)."""
   import jax
   import numpy as np
   from llama_jax import data
   from llama_jax.checkpoints import manager as checkpoint
-  from llama_jax.training import preemption
-  from llama_jax.training import metrics
+  from llama_jax.data import tokenizer as tokenizer_lib
   from llama_jax.parallel import mesh as mesh_lib
   from llama_jax.parallel import sharding
+  from llama_jax.training import augment, metrics, preemption
   from llama_jax.training import state as state_lib
-  from llama_jax.data import tokenizer as tokenizer_lib
   from llama_jax.training import step as train_step
 
   devices = list(devices if devices is not None else jax.devices())
@@ -132,14 +149,10 @@ def run(config, workdir: str, devices=None) -> RunResult:
   train_it = data.make_iterator(c.data, tok, split="train", batch_size=c.batch_size,
                                 seq_len=c.seq_len, seed=c.seed, process_index=process,
                                 process_count=n_proc)
-  eval_it = None
-  if c.eval_every:
-    eval_it = data.make_iterator(c.data, tok, split="eval", batch_size=tc.micro_batch,
-                                 seq_len=c.seq_len, seed=c.seed, process_index=process,
-                                 process_count=n_proc)
-    eval_start = copy.deepcopy(eval_it.get_state())
-
   mesh = mesh_lib.make_mesh(c.mesh, devices)
+  place = lambda local: sharding.global_batch(local, mesh, rules)  # noqa: E731
+  evaluations = _evaluations(c, tok, tc.micro_batch, place, say)
+
   # Outside the mesh context: on CPU this times a matmul on one device.
   peak, peak_source = metrics.peak_flops_per_device(devices[0], cfg.dtype)
   tx, schedule = state_lib.make_optimizer(spec, c.optim, c.steps)
@@ -151,8 +164,8 @@ def run(config, workdir: str, devices=None) -> RunResult:
     # completes instead of being left half-written.
     with contextlib.ExitStack() as stack:
       stack.callback(train_it.close)
-      if eval_it is not None:
-        stack.callback(eval_it.close)
+      for _, evaluation in evaluations.values():
+        stack.callback(evaluation.close)
       mgr = stack.enter_context(
           checkpoint.CheckpointManager(workdir, keep=c.keep_checkpoints, async_save=True))
       restored = mgr.restore(sharding.with_shardings(abstract, shardings))
@@ -176,30 +189,9 @@ def run(config, workdir: str, devices=None) -> RunResult:
       say(f"start     {origin}; workdir {workdir}")
       say(f"peak      {peak / 1e12:,.3g} TFLOP/s per device ({peak_source})")
 
-      step_fn = train_step.make_train_step(spec, tx, schedule, grad_accum=c.grad_accum,
-                                           shardings=shardings)
-      eval_fn = train_step.make_eval_step(spec)
-
-      def evaluate(step: int, params) -> None:
-        eval_it.set_state(copy.deepcopy(eval_start))  # the same held-out batches every time
-        nll, count = 0.0, 0.0
-        for _ in range(c.eval_batches):
-          try:
-            local = next(eval_it)
-          except StopIteration:
-            break
-          s, n = eval_fn(params, sharding.global_batch(local, mesh, rules))
-          nll, count = nll + float(s), count + float(n)
-        if not count:
-          raise data.DataError("the held-out split produced no target tokens; raise "
-                               "data.heldout_fraction or set data.eval_split")
-        loss = nll / count
-        result.evals[step] = {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 700.0)),
-                              "eval_tokens": count}
-        writer.write(step, result.evals[step])
-        say(f"eval      step {step}: held-out loss {loss:.4f}, perplexity "
-            f"{result.evals[step]['eval_perplexity']:.3f} ({count:,.0f} tokens)")
-
+      step_fn = train_step.make_train_step(
+          spec, tx, schedule, grad_accum=c.grad_accum, shardings=shardings,
+          transform=augment.transform_for(c.augment, cfg, c.seq_len))
       writer = stack.enter_context(
           metrics.MetricsWriter(workdir, enabled=is_main, resume_step=start_step))
       progress = metrics.Progress(c.steps, start_step, enabled=is_main,
@@ -208,54 +200,88 @@ def run(config, workdir: str, devices=None) -> RunResult:
                                   peak_flops=peak)
       result = RunResult(start_step, start_step, False, {}, {}, {}, None, None)
       pending: list[tuple[int, dict]] = []  # per-step metrics not yet fetched from the device
+
+      # ---------------------------------------------------------------- periodic actions
+      def log_metrics(step: int, state) -> None:
+        if not pending:
+          return
+        fetched = [(s, jax.device_get(m)) for s, m in pending]
+        pending.clear()
+        result.losses.update((s, float(m["loss"])) for s, m in fetched)
+        last = fetched[-1][1]
+        mean_loss = float(np.mean([m["loss"] for _, m in fetched]))
+        rates = progress.update(step, loss=mean_loss, lr=float(last["learning_rate"]),
+                                grad_norm=float(last["grad_norm"]))
+        writer.write(step, {
+            "loss": mean_loss, "step_loss": last["loss"], "grad_norm": last["grad_norm"],
+            "learning_rate": last["learning_rate"],
+            "target_tokens": float(sum(m["tokens"] for _, m in fetched)),
+            "data_crc32": f"{result.data_crc32[step]:08x}", **rates})
+        if not math.isfinite(mean_loss):
+          raise FloatingPointError(
+              f"the training loss is {mean_loss} at step {step}; lower optim.peak_lr or "
+              "raise optim.warmup_steps (the checkpoints in the workdir are intact)")
+
+      def evaluate(name: str, evaluation):
+        def action(step: int, state) -> None:
+          if step <= start_step:  # a resumed run that had already finished: evaluated then
+            return
+          model = spec.merge(state.params, rules=spec.rules if evaluation.sharded else None)
+          scores = evaluation.run(model).metrics
+          scores = {f"{name}_{k}": v for k, v in scores.items()}
+          result.evals.setdefault(step, {}).update(scores)
+          writer.write(step, scores)
+          say(f"eval      step {step}: " + _describe(name, scores))
+        return action
+
+      def save_checkpoint(step: int, state) -> None:
+        mgr.save(step, state, train_it.get_state())
+
+      def sample(step: int, state) -> None:
+        if c.sample_tokens and c.sample_prompt:
+          result.sample = _sample(spec, state.params, tok, c.sample_prompt, c.sample_tokens)
+          say(f"sample    (greedy, {c.sample_tokens} tokens at most):\n{result.sample}")
+
+      schedule_ = [Periodic("log", c.log_every, log_metrics, on_stop=True)]
+      schedule_ += [Periodic(f"eval:{name}", every, evaluate(name, ev))
+                    for name, (every, ev) in evaluations.items()]
+      schedule_ += [Periodic("checkpoint", c.checkpoint_every, save_checkpoint, on_stop=True),
+                    *hooks, Periodic("sample", 0, sample)]
+
+      # ---------------------------------------------------------------- the loop
       step = start_step
+      if start_step >= c.steps:
+        say(f"done      the run was already complete at step {start_step} of {c.steps}; "
+            "nothing to train (raise --config.steps to continue it)")
       guard = stack.enter_context(preemption.PreemptionGuard())
       while step < c.steps:
         local = next(train_it)
         result.data_crc32[step + 1] = zlib.crc32(np.ascontiguousarray(local["tokens"]).tobytes())
-        state, step_metrics = step_fn(state, sharding.global_batch(local, mesh, rules))
+        state, step_metrics = step_fn(state, place(local))
         step += 1
         pending.append((step, step_metrics))
-
-        if step % c.log_every == 0 or step == c.steps:
-          fetched = [(s, jax.device_get(m)) for s, m in pending]
-          pending.clear()
-          result.losses.update((s, float(m["loss"])) for s, m in fetched)
-          last = fetched[-1][1]
-          mean_loss = float(np.mean([m["loss"] for _, m in fetched]))
-          rates = progress.update(step, loss=mean_loss, lr=float(last["learning_rate"]),
-                                  grad_norm=float(last["grad_norm"]))
-          writer.write(step, {
-              "loss": mean_loss, "step_loss": last["loss"], "grad_norm": last["grad_norm"],
-              "learning_rate": last["learning_rate"],
-              "target_tokens": float(sum(m["tokens"] for _, m in fetched)),
-              "data_crc32": f"{result.data_crc32[step]:08x}", **rates})
-          if not math.isfinite(mean_loss):
-            raise FloatingPointError(
-                f"the training loss is {mean_loss} at step {step}; lower optim.peak_lr or "
-                "raise optim.warmup_steps (the checkpoints in the workdir are intact)")
-        if eval_it is not None and step % c.eval_every == 0:
-          evaluate(step, state.params)
-        if c.checkpoint_every and step % c.checkpoint_every == 0:
-          mgr.save(step, state, train_it.get_state())
+        run_due(schedule_, step, state)
         # With several processes the stop flag is agreed through a collective, which waits for
         # the devices; polling it only at log steps keeps the host running ahead of them.
         if (n_proc == 1 or step % c.log_every == 0) and guard.should_stop:
           result.stopped_early = True
           break
 
-      if mgr.latest_step() != step:
-        mgr.save(step, state, train_it.get_state(), force=True)
+      saved_before = mgr.latest_step() == step
+      run_final(schedule_, step, state, stopped=result.stopped_early,
+                ran_this_step=step > start_step)
       mgr.wait()
-      say(f"saved     checkpoint of step {step} in {mgr.directory}")
+      if not saved_before or step > start_step:
+        say(f"saved     checkpoint of step {step} in {mgr.directory}")
       if result.stopped_early:
         say(f"stopped   by a signal at step {step}; rerun the same command to resume")
-      else:
-        if eval_it is not None and step not in result.evals and step > start_step:
-          evaluate(step, state.params)
-        if c.sample_tokens and c.sample_prompt:
-          result.sample = _sample(cfg, state.params, tok, c.sample_prompt, c.sample_tokens)
-          say(f"sample    (greedy, {c.sample_tokens} tokens at most):\n{result.sample}")
       progress.close()
   result.final_step, result.state = step, state
   return result
+
+
+def _describe(name: str, scores: dict) -> str:
+  if name == "eval" and "eval_loss" in scores:  # the held-out loss, as it always read
+    return (f"held-out loss {scores['eval_loss']:.4f}, perplexity "
+            f"{scores['eval_perplexity']:.3f} ({scores['eval_tokens']:,.0f} tokens)")
+  return ", ".join(f"{k} {v:.4g}" for k, v in scores.items())

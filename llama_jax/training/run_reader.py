@@ -34,10 +34,13 @@ def latest_params(path: str | os.PathLike, shardings=None, spec: ModelSpec | Non
   device); `spec`: the model to read them as (default: the run's own). The saved optimizer state
   is restored alongside (orbax restores the saved tree) and dropped.
   """
-  source = load_training_config(path)
-  spec = spec or source.spec
-  tx, _ = state_lib.make_optimizer(spec, source.config.optim, source.config.steps)
-  abstract = state_lib.abstract_state(spec, tx, source.config.seed)
+  if spec is None:
+    source = load_training_config(path)
+    config, spec = source.config, source.spec
+  else:  # the caller's model (its shapes checked against the run's): only the optimizer is read
+    config = workdir_lib.read_config(path)
+  tx, _ = state_lib.make_optimizer(spec, config.optim, config.steps)
+  abstract = state_lib.abstract_state(spec, tx, config.seed)
   if shardings is None:
     one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state_shardings = jax.tree.map(lambda _: one, abstract)

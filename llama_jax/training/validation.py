@@ -29,12 +29,13 @@ import os
 
 import ml_collections
 
+from llama_jax import evals
 from llama_jax.checkpoints import converted
 from llama_jax.core.errors import ConfigError
 from llama_jax.model.config import ModelConfig
 from llama_jax.model.spec import ModelSpec
 from llama_jax.parallel import mesh as mesh_lib
-from llama_jax.training import defaults, optim, workdir as workdir_lib
+from llama_jax.training import augment, defaults, optim, workdir as workdir_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,9 +99,12 @@ def _check_data(config, model: ModelConfig, check_paths: bool) -> tuple[str, ...
       raise ConfigError(f"data.{name}={d[name]!r} must be a non-empty string")
   if not 0.0 <= d.heldout_fraction < 1.0:
     raise ConfigError(f"data.heldout_fraction={d.heldout_fraction!r}; allowed: [0, 1)")
-  if config.eval_every and not d.eval_split and d.heldout_fraction <= 0:
+  heldout = heldout_evals(config)
+  if heldout and not d.eval_split and d.heldout_fraction <= 0:
+    what = ("eval_every=" + str(config.eval_every) if heldout == ["eval"]
+            else f"evals {heldout} (type heldout)")
     raise ConfigError(
-        f"eval_every={config.eval_every} needs held-out data, but data.eval_split is '' and "
+        f"{what} needs held-out data, but data.eval_split is '' and "
         f"data.heldout_fraction={d.heldout_fraction}; set one of them, or eval_every=0")
   for name in ("num_workers", "max_documents", "tokenizer_vocab_size"):
     _int(d, name, 0)
@@ -185,6 +189,25 @@ def _check_init_from(path: str, model: ModelConfig) -> None:
     raise ConfigError(f"init_from={path!r} has parameters of another shape: {'; '.join(diff)}")
 
 
+def _check_evals(config) -> None:
+  """Each `evals.<name>` entry: a registered type, `every` >= 0, the type's options."""
+  for name, entry in config.evals.items():
+    entry = dict(entry)
+    if "type" not in entry or "every" not in entry:
+      raise ConfigError(f"evals.{name} needs `type` (one of {evals.names()}) and `every` "
+                        f"(steps between runs, 0 = only at the end); got {sorted(entry)}")
+    cls = evals.get(entry.pop("type"))
+    every = entry.pop("every")
+    if not _is_int(every) or every < 0:
+      raise ConfigError(f"evals.{name}.every={every!r}; allowed: an integer >= 0")
+    evals.registry.resolve_options(cls, entry, prefix=f"evals.{name}")
+
+
+def heldout_evals(config) -> list[str]:
+  return [name for name, entry in config.evals.items()
+          if entry.get("type") == "heldout" and entry.get("every")]
+
+
 # ------------------------------------------------------------------------------ validate
 def validate(config: ml_collections.ConfigDict, n_devices: int | None = None,
              process_count: int = 1, check_paths: bool = True) -> TrainConfig:
@@ -208,8 +231,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None,
   seq_len = _int(config, "seq_len", 1)
   accum = _int(config, "grad_accum", 1)
   _int(config, "log_every", 1)
-  eval_every = _int(config, "eval_every", 0)
-  if eval_every:
+  if _int(config, "eval_every", 0):
     _int(config, "eval_batches", 1)
   _int(config, "checkpoint_every", 0)
   _int(config, "keep_checkpoints", 1)
@@ -236,6 +258,11 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None,
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
+  _check_evals(config)
+  try:
+    augment.transform_for(config.augment, model, seq_len)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
   files = _check_data(config, model, check_paths)
   if config.init_from and check_paths:
     _check_init_from(config.init_from, model)

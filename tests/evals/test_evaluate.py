@@ -20,7 +20,10 @@ from llama_jax.model import spec as spec_lib
 from llama_jax.interop import hf_layout as weights
 from llama_jax.evals import passkey, perplexity, plots
 from llama_jax.model.config import ModelConfig
+from llama_jax.core.errors import DataError
+from llama_jax.data import documents
 from llama_jax.rope import RopeConfig
+from llama_jax.rope.config import apply_overrides
 
 BOS = 1
 
@@ -267,7 +270,7 @@ def test_truncated_mode_and_min_tokens(checkpoint, tok, text_files, tmp_path):
                               tokenizer=str(tok.path), out=str(tmp_path))
   with pytest.raises(ValueError, match="has at least 1000000 tokens"):
     evaluate_lib.run(opts)
-  opts.min_tokens = 0
+  opts.options["min_tokens"] = 0
   data = json.loads(evaluate_lib.run(opts)["json"].read_text())
   assert data["mode"] == "truncated" and data["results"][0]["n_windows"] == 3
   assert data["results"][0]["n_tokens"] == 3 * 47  # each document cut to W - 1 tokens
@@ -277,12 +280,12 @@ def test_rope_overrides_and_bad_options(checkpoint, tok, tmp_path):
   base = RopeConfig(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
                     high_freq_factor=4.0, original_max_position_embeddings=8192,
                     max_position_embeddings=131072)
-  yarn = evaluate_lib.rope_overrides(base, {"rope_type": "yarn", "factor": 4.0})
+  yarn = apply_overrides(base, {"rope_type": "yarn", "factor": 4.0})
   assert (yarn.rope_type, yarn.factor, yarn.rope_theta, yarn.low_freq_factor) == (
       "yarn", 4.0, 500000.0, None)
-  assert evaluate_lib.rope_overrides(base, {"factor": 2.0}).low_freq_factor == 1.0
+  assert apply_overrides(base, {"factor": 2.0}).low_freq_factor == 1.0
   with pytest.raises(ValueError, match="unknown RoPE field"):
-    evaluate_lib.rope_overrides(base, {"scale": 2.0})
+    apply_overrides(base, {"scale": 2.0})
 
   common = dict(checkpoint=str(checkpoint), tokenizer=str(tok.path), out=str(tmp_path))
   with pytest.raises(ValueError, match="rope_type='nope'"):
@@ -291,7 +294,7 @@ def test_rope_overrides_and_bad_options(checkpoint, tok, tmp_path):
   with pytest.raises(ValueError, match="rope.factor is required"):
     evaluate_lib.run(evaluate_lib.Options(task="passkey", lengths=[128],
                                           rope={"rope_type": "linear"}, **common))
-  with pytest.raises(FileNotFoundError, match="matches no file"):
+  with pytest.raises(DataError, match="matches no file"):
     evaluate_lib.run(evaluate_lib.Options(task="perplexity", lengths=[32],
                                           files=str(tmp_path / "none*.txt"), **common))
   with pytest.raises(ValueError, match="--task='ppl'"):
@@ -306,15 +309,26 @@ def test_options_from_flags(tmp_path):
   fv = flags.FlagValues()
   evaluate_lib.define_flags(fv)
   fv(["evaluate", "--task=perplexity", "--out=o", "--checkpoint=c", "--tokenizer=t",
-      "--files=*.txt", "--lengths=1024,2048", "--truncate", "--depths=0,0.5,1",
+      "--files=*.txt", "--lengths=1024,2048", "--truncate",
       f"--rope_json={tmp_path / 'rope.json'}", "--rope_type=yarn", "--factor=4",
       "--original_max_position_embeddings=4096", "--compare=a.json,b.json"])
   opts = evaluate_lib.options_from_flags(fv)
-  assert opts.lengths == [1024, 2048] and opts.depths == [0.0, 0.5, 1.0] and opts.truncate
+  resolved = opts.resolved()
+  assert resolved["lengths"] == (1024, 2048) and resolved["truncate"]
   # Flags win over the JSON; fields not given stay unset (the checkpoint's values are kept).
   assert opts.rope == {"beta_fast": 16, "rope_type": "yarn", "factor": 4.0,
                        "original_max_position_embeddings": 4096}
-  assert opts.compare == ["a.json", "b.json"] and opts.stride == 256
+  assert opts.compare == ["a.json", "b.json"] and resolved["stride"] == 256
+  # An option of another task is refused, naming the flag and the task's options.
+  fv2 = flags.FlagValues()
+  evaluate_lib.define_flags(fv2)
+  fv2(["evaluate", "--task=perplexity", "--out=o", "--depths=0,0.5,1"])
+  with pytest.raises(ValueError, match=r"\['--depths'\] do not apply to --task=perplexity"):
+    evaluate_lib.options_from_flags(fv2)
+  passkey_fv = flags.FlagValues()
+  evaluate_lib.define_flags(passkey_fv)
+  passkey_fv(["evaluate", "--task=passkey", "--out=o", "--depths=0,0.5,1", "--lengths=64"])
+  assert evaluate_lib.options_from_flags(passkey_fv).resolved()["depths"] == (0.0, 0.5, 1.0)
 
 
 def test_cli_plots_result_files(tmp_path):
@@ -336,19 +350,18 @@ def test_documents_from_a_tfds_split(tok, monkeypatch):
   records = [{"text": b"short"}, {"text": "def f(x):\n    return x * 2\n" * 5},
              {"text": b"class A:\n    pass\n" * 5}, {"text": b"import os\n" * 9}]
   monkeypatch.setattr(sources, "open_tfds", lambda name, data_dir, split: (records, 4, "1.0.0"))
-  names, docs = evaluate_lib.load_tfds_documents("pg19", "test", "", "text", tok, min_tokens=10,
+  names, docs = documents.load_tfds_documents("pg19", "test", "", "text", tok, min_tokens=10,
                                                  max_documents=2)
   assert names == ["pg19:test[1]", "pg19:test[2]"]
   assert docs[0] == tok.encode(records[1]["text"], bos=False)
   assert docs[1] == tok.encode(records[2]["text"].decode(), bos=False)
   with pytest.raises(ValueError, match="has at least 10000 tokens"):
-    evaluate_lib.load_tfds_documents("pg19", "test", "", "text", tok, min_tokens=10 ** 4)
+    documents.load_tfds_documents("pg19", "test", "", "text", tok, min_tokens=10 ** 4)
 
 
 def test_a_missing_tfds_dataset_says_how_to_prepare_it(tok, tmp_path):
-  from llama_jax.data.tokenizer import DataError
   with pytest.raises(DataError, match="tfds build pg19"):
-    evaluate_lib.load_tfds_documents("pg19", "test", str(tmp_path), "text", tok)
-  with pytest.raises(ValueError, match="exactly one of --files"):
+    documents.load_tfds_documents("pg19", "test", str(tmp_path), "text", tok)
+  with pytest.raises(ValueError, match="exactly one of files"):
     evaluate_lib.run(evaluate_lib.Options(task="perplexity", out=str(tmp_path), lengths=[32],
                                           files="*.txt", dataset="pg19"))

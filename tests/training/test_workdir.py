@@ -4,7 +4,6 @@ import pytest
 
 import jax.numpy as jnp
 from llama_jax import convert, train
-from llama_jax.checkpoints import converted as checkpoint_io
 from llama_jax.training import run_reader, workdir
 from tests.training.test_loop import cache, corpus, small_config  # noqa: F401  (fixtures)
 

@@ -1,0 +1,56 @@
+"""Registry of batch augmentations: transforms of a training batch inside the jitted step.
+
+An augmentation is an `Augmentation` record: its `options` (name → default, which become
+`config.augment.<name>.<option>`) and `build(options, model, seq_len)`, which checks the values
+(raising ConfigError) and returns the transform `(batch, rng, step) -> batch`. The transform
+runs first thing in the train step, on the global batch, under `jit`: it may change positions,
+segment ids, loss masks or add per-example arrays the model reads, and must keep shapes static.
+Its `rng` is `fold_in(state.rng, step)`, a function of the seed and the step only, so an
+interrupted and resumed run draws exactly the same augmentations.
+
+`config.augment.name` selects one ('' = none). Adding one is a module in this package that
+registers its record.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+
+from llama_jax.core.errors import ConfigError
+from llama_jax.core.registry import Registry
+
+BatchTransform = Callable[[dict, jax.Array, jax.Array], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  name: str
+  options: Mapping[str, Any]  # option → default (config.augment.<name>.<option>)
+  build: Callable[[Mapping[str, Any], Any, int], BatchTransform]  # (options, ModelConfig, seq_len)
+  description: str = ""
+
+
+AUGMENTATIONS: Registry[Augmentation] = Registry("batch augmentation", "augment.name")
+register = AUGMENTATIONS.register
+
+
+def names() -> list[str]:
+  return AUGMENTATIONS.names()
+
+
+def transform_for(augment_cfg, model_cfg, seq_len: int) -> BatchTransform | None:
+  """The transform that `config.augment` selects (None when `name` is empty)."""
+  name = augment_cfg["name"]
+  if not name:
+    return None
+  entry = AUGMENTATIONS.get(name)
+  given = augment_cfg[name] if name in augment_cfg else {}
+  options = dict(entry.options)
+  for key, value in dict(given).items():
+    if key not in options:
+      raise ConfigError(f"augment.{name}.{key} does not exist; {name!r} accepts "
+                        f"{sorted(options)}")
+    options[key] = value
+  return entry.build(options, model_cfg, seq_len)
