@@ -34,7 +34,7 @@ def get_config():
   c.batch_size = 8
   c.steps = 500
   c.optim.peak_lr = 3e-3
-  c.optim.warmup_steps = 30
+  c.optim.warmup_steps = 10  # < 20, so a `--config.steps=20` smoke run validates
   c.log_every = 20
   c.eval_every = 100
   c.eval_batches = 4

@@ -35,10 +35,10 @@ def main():
   parser.add_argument("--pack", type=int, default=1)
   args = parser.parse_args()
 
-  from configs import tiny
+  from llama_jax.training import recipes
   from llama_jax import data
 
-  config = tiny.get_config()
+  config = recipes.load("tiny")
   temp = None
   if not args.cache_dir:
     temp = tempfile.mkdtemp(prefix="llama_jax_data_throughput-")

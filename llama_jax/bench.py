@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from llama_jax.perf import malloc
 from llama_jax.perf.benchmark import DEFAULT_CPU_FLAGS, STEP_COMPILE, run
+from llama_jax.training import recipes
 
 FLAGS = flags.FLAGS
 
@@ -67,4 +68,5 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
+  sys.argv = recipes.resolve_argv(sys.argv)
   app.run(main)

@@ -71,7 +71,7 @@ class Options:
 
   def resolved(self) -> dict[str, Any]:
     """The evaluation's options with its defaults filled in (checked by name and type)."""
-    return registry.resolve_options(self.evaluation(), self.options, prefix="option")
+    return registry.resolve_options(self.evaluation(), self.options, field="--{name}")
 
 
 def _default_label(opts: Options, rope: RopeConfig) -> str:

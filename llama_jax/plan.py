@@ -16,6 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from llama_jax.perf.planning import format_report, plan
+from llama_jax.training import recipes
 
 FLAGS = flags.FLAGS
 
@@ -44,11 +45,7 @@ def main(argv):
   config_path = config_flags.get_config_filename(flags.FLAGS["config"])
   n = FLAGS.devices
   if n is None:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("_recipe", config_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    n = int(getattr(module, "DEVICES", 1))
+    n = int(getattr(recipes.module(config_path), "DEVICES", 1))
   if n < 1:
     raise app.UsageError(f"--devices={n} must be >= 1")
   import jax
@@ -65,4 +62,5 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
+  sys.argv = recipes.resolve_argv(sys.argv)
   app.run(main)

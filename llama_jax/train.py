@@ -18,11 +18,11 @@ from ml_collections import config_flags
 # Only the configuration, flags and distributed set-up may run before jax.distributed is up;
 # everything that touches devices is imported lazily by the loop.
 from llama_jax.core.errors import LlamaJaxError
-from llama_jax.training import validation as config_lib
+from llama_jax.training import recipes, validation as config_lib
 from llama_jax.training.distributed import initialize_distributed
 from llama_jax.training.loop import run  # noqa: F401  (the Python API: run(config, workdir))
 
-_DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
+_DEFAULT_CONFIG = recipes.path("tiny")
 FLAGS = flags.FLAGS
 
 
@@ -97,4 +97,5 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
   define_flags()
+  sys.argv = recipes.resolve_argv(sys.argv)
   app.run(main, flags_parser=parse_flags)

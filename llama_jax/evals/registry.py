@@ -134,17 +134,19 @@ def _coerce(value, option: Option, where: str):
 
 
 def resolve_options(cls: type[Evaluation], given: Mapping[str, Any],
-                    prefix: str | None = None) -> dict[str, Any]:
-  """The evaluation's options: its defaults overridden by `given`, checked by name and type."""
-  prefix = prefix or f"evaluation {cls.name!r} option"
+                    field: str = "{name}") -> dict[str, Any]:
+  """The evaluation's options: its defaults overridden by `given`, checked by name and type.
+
+  `field` spells an option's name in messages, e.g. "evals.ppl.{name}" or "--{name}".
+  """
   unknown = sorted(set(given) - set(cls.options))
   if unknown:
-    raise ConfigError(f"{prefix}(s) {unknown} do not exist; {cls.name!r} accepts "
-                      f"{sorted(cls.options)}")
+    raise ConfigError(f"unknown option(s) {[field.format(name=n) for n in unknown]}; "
+                      f"evaluation {cls.name!r} accepts {sorted(cls.options)}")
   out = {}
   for name, option in cls.options.items():
     value = given.get(name, option.default)
-    out[name] = _coerce(value, option, f"{prefix} {name}")
+    out[name] = _coerce(value, option, field.format(name=name))
   cls.check(out)
   return out
 

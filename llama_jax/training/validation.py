@@ -200,7 +200,7 @@ def _check_evals(config) -> None:
     every = entry.pop("every")
     if not _is_int(every) or every < 0:
       raise ConfigError(f"evals.{name}.every={every!r}; allowed: an integer >= 0")
-    evals.registry.resolve_options(cls, entry, prefix=f"evals.{name}")
+    evals.registry.resolve_options(cls, entry, field=f"evals.{name}.{{name}}")
 
 
 def heldout_evals(config) -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from configs import bench_34m
+from llama_jax.training import recipes
 from llama_jax.perf import benchmark as bench
 from llama_jax.perf import report as bench_report
 
@@ -17,7 +17,7 @@ TINY = dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, hea
 
 
 def _config(**model):
-  c = bench_34m.get_config()
+  c = recipes.load("bench_34m")
   c.model.update(dict(TINY, **model))
   c.batch_size, c.seq_len = 2, 32
   c.optim.warmup_steps = 2
@@ -26,12 +26,12 @@ def _config(**model):
 
 def test_bench_34m_config_is_the_briefed_model():
   from llama_jax.training import validation as config_lib
-  cfg = config_lib.validate(bench_34m.get_config(), check_paths=False).model
+  cfg = config_lib.validate(recipes.load("bench_34m"), check_paths=False).model
   assert (cfg.vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_dim) == (
       8192, 512, 8, 8, 1408)
   assert cfg.dtype == cfg.param_dtype == "float32"
   assert 33e6 < cfg.num_params() < 35e6
-  c = bench_34m.get_config()
+  c = recipes.load("bench_34m")
   assert (c.batch_size, c.seq_len) == (8, 512)
 
 

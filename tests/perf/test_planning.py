@@ -8,14 +8,14 @@ from pathlib import Path
 import jax
 import pytest
 
-from configs import tiny
+from llama_jax.training import recipes
 from llama_jax.perf import planning as plan_lib
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(**overrides):
-  c = tiny.get_config()
+  c = recipes.load("tiny")
   c.model.update(dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
                       ffn_dim=128, max_position_embeddings=256))
   c.batch_size, c.seq_len, c.grad_accum, c.steps = 8, 64, 1, 10

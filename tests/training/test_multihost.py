@@ -51,8 +51,8 @@ def settings(corpus: Path, cache: Path) -> dict:
 
 
 def one_process_config(values: dict) -> ml_collections.ConfigDict:
-  from configs import tiny
-  c = tiny.get_config()
+  from llama_jax.training import recipes
+  c = recipes.load("tiny")
   for key, value in values.items():
     node = c
     *parents, leaf = key.split(".")

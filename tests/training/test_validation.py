@@ -4,7 +4,6 @@ No device work: recipes are checked with `jax.eval_shape` and an AbstractMesh of
 size, never by building the model.
 """
 import dataclasses
-import importlib
 import json
 import math
 import os
@@ -18,14 +17,14 @@ import pytest
 from jax.sharding import AbstractMesh, AxisType
 
 from llama_jax.training import defaults as base
+from llama_jax.training import recipes
 from llama_jax.training import validation as config_lib
 from llama_jax.training import workdir as workdir_lib
 from llama_jax.training import state as state_lib
 from llama_jax.model.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPES = sorted(p.stem for p in (ROOT / "configs").glob("*.py")
-                 if p.stem not in ("__init__", "base"))
+RECIPES = recipes.names()
 
 
 def tiny(**top):
@@ -54,7 +53,7 @@ def test_all_recipes_are_found():
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_validates_on_its_own_hardware(name):
-  module = importlib.import_module(f"configs.{name}")
+  module = recipes.module(name)
   doc = module.__doc__ or ""
   for part in ("Command", "Hardware", "Expected", f"--config=configs/{name}.py"):
     assert part in doc, f"configs/{name}.py docstring lacks {part!r}"
@@ -98,7 +97,7 @@ PRETRAINING = {
 @pytest.mark.parametrize("name", sorted(PRETRAINING))
 def test_pretraining_recipes_follow_the_paper(name):
   preset, lr, tokens, ctx, eps = PRETRAINING[name]
-  c = importlib.import_module(f"configs.{name}").get_config()
+  c = recipes.load(name)
   model = ModelConfig.from_dict(c.model.to_dict())
   want = dataclasses.replace(model_of(base.model_fields(preset)),
                              dtype="bfloat16", attention="auto", remat="full")
@@ -117,7 +116,7 @@ def test_pretraining_recipes_follow_the_paper(name):
     ("yarn_7b_128k", "llama2_7b", 32, 200, 31337),
     ("yarn_13b_128k", "llama2_13b", 32, 200, 31337)])
 def test_yarn_recipes_follow_the_paper(name, preset, factor, steps, seed):
-  c = importlib.import_module(f"configs.{name}").get_config()
+  c = recipes.load(name)
   model = ModelConfig.from_dict(c.model.to_dict())
   rope = model.rope
   assert (rope.rope_type, rope.factor, rope.original_max_position_embeddings) == (
@@ -359,8 +358,8 @@ def test_cli_rejects_unknown_keys_and_bad_values_before_device_work(tmp_path):
 
 
 def test_validation_initialises_no_backend():
-  code = ("import sys; sys.path.insert(0, '.'); from configs import tiny; "
-          "from llama_jax.training import validation as config; config.validate(config.lock(tiny.get_config())); "
+  code = ("from llama_jax.training import recipes, validation as config; "
+          "config.validate(config.lock(recipes.load('tiny'))); "
           "from jax._src import xla_bridge; print('backends', len(xla_bridge._backends))")
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
