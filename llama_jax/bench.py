@@ -41,11 +41,11 @@ def define_flags() -> None:
   flags.DEFINE_string("xla_cpu_flags", DEFAULT_CPU_FLAGS,
       "XLA flags appended to XLA_FLAGS for the CPU backend.")
   flags.DEFINE_enum("step_compile", "backend", list(STEP_COMPILE),
-      "backend: compile the JAX steps as training does (compile_options.for_backend); "
+      "backend: compile the JAX steps as training does (core.compilation.for_backend); "
       "xla_defaults: XLA's default options and one logits matmul.")
   flags.DEFINE_enum("malloc", "auto", list(malloc.CHOICES),
       "auto: restart with tcmalloc preloaded when it is installed (the JAX steps and the "
-      "HF/torch child then share it; see llama_jax/malloc.py); tcmalloc: require it; system: "
+      "HF/torch child then share it; see llama_jax/perf/malloc.py); tcmalloc: require it; system: "
       "glibc malloc.")
 
 

@@ -5,7 +5,7 @@ Format — a directory holding:
   model_config.json   `ModelConfig.to_dict()` as JSON (shapes, RoPE method and parameters, dtypes,
                       token ids); `ModelConfig.from_dict` reads it back.
   params/             the parameter tree (the nested dict of `model.to_params`, paths as in
-                      `weights.py`: `embed`, `layers/attention/q`, ..., `lm_head` unless tied),
+                      `interop/hf_layout.py`: `embed`, `layers/attention/q`, ..., `lm_head` unless tied),
                       saved by orbax's PyTree checkpointer as compressed zarr3 arrays in the
                       config's `param_dtype`, layers stacked on the leading axis.
 

@@ -28,7 +28,7 @@ from a hidden state that itself went through attention with the frequencies of i
 So for a one-layer model cached decoding equals a fresh forward pass over the prefix at every
 step, and for deeper models it does so until the frequencies change (the original length);
 beyond it only a full recomputation of the prefix would match the uncached forward (tested in
-`tests/test_generate.py`).
+`tests/inference/test_generate.py`).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 An HF directory holds `config.json` and either one `model.safetensors` or shards
 `model-0000k-of-0000N.safetensors` listed in `model.safetensors.index.json`
 (`{"metadata": {"total_size": bytes}, "weight_map": {tensor name: shard file}}`). Tensor names
-and layouts are mapped by `weights.py`; this module only deals with files.
+and layouts are mapped by `interop/hf_layout.py`; this module only deals with files.
 
 Reading streams one tensor at a time through `safetensors.safe_open`, reopening the file for
 each tensor: safe_open memory-maps the whole file and every page it has read stays resident

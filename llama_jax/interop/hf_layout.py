@@ -1,6 +1,6 @@
 """The tensor-by-tensor correspondence between HF `LlamaForCausalLM` and llama_jax parameters.
 
-Pure layout: names, transposes and reshapes, nothing about files. `convert.py` streams tensors
+Pure layout: names, transposes and reshapes, nothing about files. `interop/convert.py` streams tensors
 through these maps. llama_jax stacks the L blocks on a leading axis, so each HF per-layer
 tensor fills one slice of a stacked array.
 

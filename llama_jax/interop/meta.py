@@ -8,7 +8,7 @@ The LLaMA 1/2/3 releases save one file per model-parallel rank (7B: 1, 13B: 2, 3
 - norms: replicated (shard 0's copy is used). `rope.freqs` buffers are ignored.
 
 Names then map onto HF's (wq→q_proj, w1→gate_proj, w3→up_proj, w2→down_proj, output→lm_head,
-...) and the HF→llama_jax layout of `weights.py` takes over.
+...) and the HF→llama_jax layout of `interop/hf_layout.py` takes over.
 
 RoPE layout: Meta rotates adjacent feature pairs (x_2i, x_2i+1) of each head; llama_jax, like
 HF, pairs x_i with x_{i+head_dim/2}. So within every head, output row 2i+p of Meta's wq/wk becomes

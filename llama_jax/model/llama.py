@@ -14,7 +14,7 @@ Layout decisions:
   shards heads without reshapes; they run as one 2-D GEMM each (`project`). The output
   projection is stored [vocab, embed], like the embedding it may be tied to (and HF's lm_head).
 - RoPE uses HF's rotate-half layout (HF checkpoints convert by transpose; Meta ones need the q/k
-  row permutation, `convert.py`). The model asks `llama_jax.rope` for cos/sin and never branches
+  row permutation, `interop/meta.py`). The model asks `llama_jax.rope` for cos/sin and never branches
   on the method.
 - With a `KVCache`, keys are cached after rotation for static RoPE methods and before rotation
   for length-dependent ones (dynamic NTK, dynamic YaRN, LongRoPE), which are then re-rotated with

@@ -7,7 +7,7 @@ pass recompute them chunk by chunk instead of saving them.
 
 Optionally the vocabulary is split too (`vocab_chunk`): each chunk's logits are reduced to a
 log-sum-exp and the chunks' values combined, the exact log-partition function in pieces. This
-is for XLA:CPU's Eigen GEMMs (the train step's choice on CPU, `compile_options.py`), which run a
+is for XLA:CPU's Eigen GEMMs (the train step's choice on CPU, `core/compilation.py`), which run a
 [tokens, d_model] x [d_model, vocab] product at half speed once the output is wider than ~2k
 columns (measured: 77 vs 145 GFLOP/s at 4096 x 512 x 8192), while 1024-column pieces run at full
 speed.

@@ -3,7 +3,7 @@
   python -m llama_jax.plan --config=configs/yarn_13b.py --devices=64 \
       [--config.mesh.fsdp=64 --config.grad_accum=1] [--hbm_gib=80] [--peak_tflops=989 --mfu=0.4]
 
-The trainer's own step (`train_step.make_train_step`) is lowered for abstract inputs that carry
+The trainer's own step (`training.step.make_train_step`) is lowered for abstract inputs that carry
 the recipe's shardings on a mesh of `--devices` CPU devices (simulated in this process; nothing
 is allocated: every input is a ShapeDtypeStruct) and compiled ahead of time. Reported per device:
 

@@ -5,7 +5,7 @@ Runs in a child process, driven step by step through a pipe, so that
 - the two runtimes' thread pools never share a process, and the child's peak RSS (less its RSS
   before the model existed) measures the baseline's memory: model, optimizer and activations.
 
-The step mirrors `train_step`: float32 logits, mean cross-entropy over the loss mask, backward,
+The step mirrors `training.step`: float32 logits, mean cross-entropy over the loss mask, backward,
 global-norm clipping, AdamW with the config's betas, eps and weight decay. Attention is HF's
 `sdpa` (PyTorch's fused scaled-dot-product attention), its fastest CPU path.
 """
