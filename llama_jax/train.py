@@ -68,7 +68,12 @@ def main(argv):
     config_lib.validate(config)
     initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
                            FLAGS.process_id, FLAGS.local_device_ids)
-    run(config, workdir)
+    extra = []
+    if config.export_every:  # HF exports are interop's: the program adds them to the loop
+      from llama_jax.interop import export
+      model_cfg = config_lib.validate(config, check_paths=False).model
+      extra.append(export.hook(workdir, config.export_every, model_cfg))
+    run(config, workdir, hooks=extra)
   except LlamaJaxError as e:
     # A mistake in the config or the inputs: the message says what to change; no traceback.
     sys.exit(f"error: {type(e).__name__}: {e}")

@@ -13,6 +13,7 @@ joined by "/" (`layers/attention/q`), the name regexes such as `optim.trainable`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any
@@ -89,6 +90,12 @@ class ModelSpec:
   @classmethod
   def build(cls, config: ModelConfig, rules: Rules | None = None,
             trainable: str = ".*") -> "ModelSpec":
+    """The spec of `config` (cached: a run that validates its config twice, e.g. once before
+    `jax.distributed` starts and once after, builds the abstract model once)."""
+    return _build(cls, config, rules, trainable)
+
+  @classmethod
+  def _from_model(cls, config, rules, trainable) -> "ModelSpec":
     model = abstract(config, rules)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
@@ -139,6 +146,11 @@ class ModelSpec:
     if rules != "spec":
       model.rules = rules
     return model
+
+
+@functools.lru_cache(maxsize=16)
+def _build(cls, config: ModelConfig, rules, trainable: str) -> ModelSpec:
+  return cls._from_model(config, rules, trainable)
 
 
 def from_params(cfg: ModelConfig, params: dict, rules: Rules | None = None) -> Llama:

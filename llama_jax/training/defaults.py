@@ -70,6 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batches = 4
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  # An HF export (config.json + safetensors + tokenizer) in <workdir>/export/step_<N> every this
+  # many steps and at the end; 0 = never (`python -m llama_jax.convert` exports any checkpoint).
+  c.export_every = 0
   # Weights to start from when the workdir has no checkpoint (the optimizer starts fresh): a
   # converted checkpoint (python -m llama_jax.convert) or another run's workdir (its latest).
   c.init_from = ""

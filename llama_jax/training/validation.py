@@ -235,6 +235,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None,
     _int(config, "eval_batches", 1)
   _int(config, "checkpoint_every", 0)
   _int(config, "keep_checkpoints", 1)
+  _int(config, "export_every", 0)
   _int(config, "sample_tokens", 0)
   _int(config, "seed", 0)
   if batch % accum:

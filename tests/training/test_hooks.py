@@ -83,6 +83,7 @@ def test_an_unknown_augmentation_or_option_is_refused(corpus, cache):  # noqa: F
 
 
 def test_the_abstract_model_is_built_once_per_run(corpus, cache, tmp_path, monkeypatch):  # noqa: F811
+  spec_lib._build.cache_clear()
   built = []
   real = spec_lib.abstract
   monkeypatch.setattr(spec_lib, "abstract", lambda *a, **k: built.append(1) or real(*a, **k))
