@@ -31,6 +31,7 @@ from llama_jax.core.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 STATE, DATA = "state", "data"
+CHECKPOINTS_DIR = "checkpoints"  # inside a workdir
 
 
 
@@ -57,7 +58,7 @@ class CheckpointManager:
   """Keeps the last `keep` checkpoints of (train state, data iterator state) in `workdir`."""
 
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True,
-               subdir: str = "checkpoints", read_only: bool = False):
+               subdir: str = CHECKPOINTS_DIR, read_only: bool = False):
     """`read_only=True` (e.g. reading another run's workdir) never creates, writes or deletes."""
     if not (isinstance(keep, int) and keep >= 1):
       raise ValueError(f"keep_checkpoints={keep!r} must be an integer >= 1")

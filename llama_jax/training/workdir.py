@@ -24,7 +24,6 @@ from llama_jax.training import defaults
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.model"
-CHECKPOINTS_DIR = "checkpoints"
 
 
 def _path(path: str | os.PathLike) -> Path:
