@@ -53,15 +53,17 @@ class _Hypotheses:
 def beam_search(next_logits, prompt: list[int], max_new_tokens: int, num_beams: int,
                 eos_id: int | None, length_penalty: float = 1.0,
                 convention: str = "legacy") -> tuple[list[int], float]:
-  """(new tokens of the best hypothesis, its score). next_logits(sequence) -> float[V]."""
+  """(new tokens of the best hypothesis, its score). next_logits(sequences) -> float[n, V],
+  the next-token logits of each sequence."""
   k, p = num_beams, len(prompt)
   beams = [(list(prompt), np.float32(0.0))] + [(list(prompt), np.float32(-1e9))] * (k - 1)
   hyps = _Hypotheses(k)
   done = False
   for step in range(max_new_tokens):
     scores, origin, token = [], [], []
-    for b, (seq, score) in enumerate(beams):
-      lp = _log_softmax(np.asarray(next_logits(seq))) + score
+    logits = next_logits([seq for seq, _ in beams])
+    for b, (_, score) in enumerate(beams):
+      lp = _log_softmax(np.asarray(logits[b])) + score
       scores.append(lp.astype(np.float32))
       origin += [b] * len(lp)
       token += list(range(len(lp)))
@@ -108,11 +110,20 @@ def beam_search(next_logits, prompt: list[int], max_new_tokens: int, num_beams: 
 
 
 def hf_next_logits(model):
-  """next_logits for an HF causal LM: the last position's logits of an uncached forward."""
+  """next_logits for an HF causal LM: the last position's logits of an uncached forward pass of
+  each sequence (sequences of one length run as one batch; results are memoised)."""
   import torch
+  memo: dict[tuple[int, ...], np.ndarray] = {}
 
-  def fn(seq):
-    with torch.no_grad():
-      return model(torch.as_tensor([seq])).logits[0, -1].float().numpy()
+  def fn(seqs):
+    todo = sorted({tuple(s) for s in seqs if tuple(s) not in memo})
+    by_length: dict[int, list] = {}
+    for s in todo:
+      by_length.setdefault(len(s), []).append(s)
+    for group in by_length.values():
+      with torch.no_grad():
+        out = model(torch.as_tensor(group)).logits[:, -1].float().numpy()
+      memo.update(zip(group, out))
+    return np.stack([memo[tuple(s)] for s in seqs])
 
   return fn
