@@ -2,6 +2,7 @@
 against an independent tokenizer (HF's, converted from the same SentencePiece model), padded
 and packed rows, the held-out split, resume, and bad files (file and line named, nothing
 written)."""
+import itertools
 import json
 import os
 from pathlib import Path
@@ -113,15 +114,16 @@ def _reference_example(hf_tok, record, cutoff, train_on_inputs):
       ids.append(eos)
     return ids
 
-  full = tokenize(HEAD_TEMPLATE(record, record["output"]), True)
+  full = tokenize(template(record, record["output"]), True)
   labels = list(full)
   if not train_on_inputs:
-    n = len(tokenize(HEAD_TEMPLATE(record, ""), False))
+    n = len(tokenize(template(record, ""), False))
     labels = [-100] * n + labels[n:]
   return full, labels
 
 
-def HEAD_TEMPLATE(record, output):  # noqa: N802  (the training template, from the reference)
+def template(record, output):
+  """The training template, written from the reference's byte description."""
   if record["input"]:
     return (HEAD_INPUT + " \n\n" + S16 + "### Instruction:\n" + S16 + record["instruction"]
             + "\n" + S16 + "\n" + S16 + "### Input:\n" + S16 + record["input"] + "\n" + S16
@@ -181,7 +183,7 @@ def test_rows_equal_their_tokenization_and_loss_mask(setup, tmp_path, train_on_i
 
 
 def test_example_that_exactly_fills_the_cutoff_gets_no_eos(setup):
-  cfg, tok, records = setup
+  _, tok, records = setup
   n = len(tok.encode(instructions.full_text(records[0]), bos=True))
   exact = instructions.Settings(cutoff_len=n, bos_id=tok.bos_id, eos_id=tok.eos_id)
   ids, _ = instructions.tokenize_example(tok, records[0], exact)
@@ -227,7 +229,7 @@ def test_packed_rows_hold_whole_examples_in_their_own_segments(setup):
         np.testing.assert_array_equal(row["targets"][where[:-1]], row["tokens"][where[1:]])
         seen.append(ids)
     assert sorted(seen) == sorted(alone)  # every example exactly once
-    for row, nxt in zip(rows, rows[1:]):  # next fit: the next row's first example overflowed
+    for row, nxt in itertools.pairwise(rows):  # next fit: the next row's first example overflowed
       first = int((nxt["segment_ids"] == 1).sum())
       assert int((row["segment_ids"] > 0).sum()) + first > 2 * CUTOFF
   # epochs differ in order
@@ -246,10 +248,14 @@ def test_heldout_split_is_the_seeded_permutation_and_disjoint(setup):
   np.testing.assert_array_equal(train, perm[5:])
   eval_rows = _all_rows(cfg, tok, "eval", 5)
   train_rows = _all_rows(cfg, tok, "train", len(records) - 5)
-  texts = lambda rows: [tok.decode(r["tokens"][r["segment_ids"] > 0]) for r in rows]  # noqa
-  want = lambda idx: [instructions.full_text(records[i]) for i in idx]  # noqa
-  assert [t[:60] for t in texts(eval_rows)] == [t[:60] for t in want(held)]
-  assert [t[:60] for t in texts(train_rows)] == [t[:60] for t in want(train)]
+  def texts(rows):
+    return [tok.decode(r["tokens"][r["segment_ids"] > 0])[:60] for r in rows]
+
+  def want(indices):
+    return [instructions.full_text(records[i])[:60] for i in indices]
+
+  assert texts(eval_rows) == want(held)
+  assert texts(train_rows) == want(train)
   it = _iterator(cfg, tok, "eval", batch_size=4)
   assert len(it) == 2  # 5 examples, one per row, in batches of 4: one pass
   last = [next(it), next(it)][1]
@@ -361,7 +367,7 @@ def test_bad_file_fails_before_anything_is_written(tmp_path):
 
 
 def test_config_errors_name_the_field(setup, tmp_path):
-  cfg, tok, records = setup
+  cfg, _, records = setup
 
   def config(**data_fields):
     c = base.get_config()

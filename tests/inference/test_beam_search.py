@@ -94,7 +94,7 @@ def test_legacy_convention_equals_the_legacy_reference(pair, next_logits):
   """The legacy convention (transformers <= 4.3x, LLM-Adapters' runs) equals the reference
   written from that BeamSearchScorer; on these prompts it picks other answers than the current
   one in several cases (shorter ones: its lengths include the prompt and exclude the EOS)."""
-  hf_model, model = pair
+  _, model = pair
   differ = 0
   for eos in EOS_IDS:
     legacy = bs.beam_search(model, PROMPTS, N, num_beams=4, eos_id=eos, convention="legacy",
@@ -119,7 +119,7 @@ def test_one_beam_without_eos_is_greedy(pair):
 
 def test_length_penalty_changes_the_choice(pair, next_logits):
   """length_penalty is a traced value: 0 (no normalisation) and 2 choose other hypotheses."""
-  hf_model, model = pair
+  _, model = pair
   outs = {}
   for lp in (0.0, 1.0, 2.0):
     got = bs.beam_search(model, PROMPTS[:1] * 4, N, num_beams=4, eos_id=7, length_penalty=lp,
