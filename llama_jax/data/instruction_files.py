@@ -141,7 +141,7 @@ def read_examples(path: str | os.PathLike,
       (k, tuple(v)) for k, v in required.items()))
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def _read_cached(full: str, shown: str, size: int, mtime_ns: int,
                  required: tuple[tuple[str, tuple[type, ...]], ...]) -> ExampleFile:
   """Parsed once per (file, size, mtime): the trainer reads a file for its tokenizer and for

@@ -53,7 +53,6 @@ import numpy as np
 from llama_jax.core.errors import DataError
 from llama_jax.data import sources, token_cache
 from llama_jax.data.instruction_files import TRAIN_FIELDS, ExampleFile, read_examples
-from llama_jax.data.instruction_rows import InstructionStream
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +249,10 @@ def text_split(data_cfg, which: str) -> sources.TextSplit:
                            lambda idx: whole.texts(p.indices[idx]))
 
 
-def make_stream(data_cfg, tok, split: str, *, seq_len: int, seed: int, cache_root: str
-                ) -> tuple[InstructionStream, dict]:
-  """The row stream of a split and the settings that identify it (for iterator resume)."""
+def make_stream(data_cfg, tok, split: str, *, seq_len: int, seed: int, cache_root: str):
+  """(the row stream of a split, the settings that identify it for iterator resume)."""
+  # Imported here: the rows need grain (seconds to import), the templates and checks do not.
+  from llama_jax.data.instruction_rows import InstructionStream
   p = part(data_cfg, split)
   ins = data_cfg.instructions
   settings = Settings(cutoff_of(data_cfg, seq_len), bool(ins.train_on_inputs),
