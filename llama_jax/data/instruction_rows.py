@@ -27,7 +27,7 @@ import threading
 import numpy as np
 
 from llama_jax.core.errors import DataError
-from llama_jax.data.packing import _seed32, empty_row
+from llama_jax.data.packing import empty_row
 
 
 class InstructionStream:
@@ -73,7 +73,8 @@ class InstructionStream:
     n = len(self.lengths)
     if not self.shuffle:
       return np.arange(n)
-    return np.random.default_rng(_seed32(self.seed, epoch, 2)).permutation(n)
+    # One generator per (seed, epoch): any epoch's order is computed without the earlier ones.
+    return np.random.default_rng([self.seed % 2**63, epoch, 2]).permutation(n)
 
   def layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """(example order, row starts[R+1] into that order) of an epoch."""
