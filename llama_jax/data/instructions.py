@@ -52,7 +52,7 @@ import numpy as np
 
 from llama_jax.core.errors import DataError
 from llama_jax.data import sources, token_cache
-from llama_jax.data.instruction_files import TRAIN_FIELDS, ExampleFile, read_examples
+from llama_jax.data.instruction_files import ExampleFile, read_examples
 
 log = logging.getLogger(__name__)
 
@@ -297,22 +297,3 @@ class _ExampleIds:
   def __call__(self, j: int) -> list[int]:
     return self.settings.ids(self.full.doc(int(self.indices[j])))
 
-
-__all__ = [
-  "FORMATS",
-  "TRAIN_FIELDS",
-  "S",
-  "Settings",
-  "check_config",
-  "count_examples",
-  "cutoff_of",
-  "eval_prompt",
-  "full_text",
-  "make_stream",
-  "part",
-  "split_indices",
-  "text_split",
-  "tokenize_example",
-  "train_prompt",
-  "user_prompt",
-]
