@@ -3,8 +3,8 @@
 Pipeline (grain): `MapDataset.range(local rows)` -> `map(row)` (documents in a per-epoch
 shuffled order, tokenized once and cached, packed into rows: `packing.PackedStream`; or, with
 `data.format="instructions"`, templated instruction examples, one per row or packed whole:
-`instructions.make_stream`) -> `batch` -> `to_iter_dataset` (prefetch threads, optional worker processes). Everything before
-the iterator is random access, so:
+`instructions.make_stream`) -> `batch` -> `to_iter_dataset` (prefetch threads, optional
+worker processes). Everything before the iterator is random access, so:
 
 - the iterator's state is one counter (the next global batch) plus the settings that define
   the stream, JSON-serialisable; `set_state` rebuilds the grain pipeline at that batch, so a

@@ -14,8 +14,8 @@ value and what is allowed, instead of after minutes of compilation:
   model's positions, eval/checkpoint intervals);
 - data (files matched by the glob exist and are files, tokenizer file exists and has no more
   tokens than the model has embedding rows; with `data.format="instructions"` the example files
-  are parsed, so a broken record fails here, naming its file and line) and `init_from` (a converted checkpoint or a
-  training workdir whose parameter shapes match the model);
+  are parsed, so a broken record fails here, naming its file and line) and `init_from` (a
+  converted checkpoint or a training workdir whose parameter shapes match the model);
 - the mesh (through `mesh.validate_mesh`: axes divide the devices, heads, batch, ...), when
   the device count is known. Recipe tests pass a hypothetical count.
 

@@ -70,7 +70,8 @@ def _examples():
   for i in range(8):
     out.append({"instruction": "Please choose the correct answer to the question: which is "
                 f"heavier?\n\nAnswer1: a feather Answer2: a rock {i}\n\nAnswer format: "
-                "answer1/answer2", "input": "", "output": f"the correct answer is answer{i % 2 + 1}"})
+                "answer1/answer2", "input": "",
+                "output": f"the correct answer is answer{i % 2 + 1}"})
   for i in range(6):
     out.append({"instruction": "Translate the sentence to English.", "input": f"bonjour {i}",
                 "output": f"hello {i}"})

@@ -215,8 +215,9 @@ def test_command_line_writes_json_table_and_plot(checkpoint, tok, data_dir, tmp_
   assert "| run | gsm8k | AQuA | Avg |" in table and "| tiny |" in table
   assert (out / "math_accuracy.png").read_bytes()[:4] == b"\x89PNG"
   # Greedy decoding of the same prompts gives what the generation API gives.
-  model = __import__("llama_jax.convert", fromlist=["load_model"]).load_model(checkpoint)
+  from llama_jax import convert
   from llama_jax.inference import generate
+  model = convert.load_model(checkpoint)
   prompt = tok.encode(instructions.eval_prompt(MATH_ITEMS["gsm8k"][0][0]), bos=True)
   greedy = evals.get("math")({"data_dir": str(data_dir), "datasets": ("gsm8k",), "num_beams": 1,
                               "max_new_tokens": 5, "batch_size": 2},

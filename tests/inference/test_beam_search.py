@@ -11,6 +11,7 @@ import pytest
 from llama_jax.inference import beam_search as bs
 from llama_jax.inference import generate as gen
 from llama_jax.interop import hf_layout as weights
+from llama_jax.model import llama as model_lib
 from llama_jax.model import spec as spec_lib
 from llama_jax.model.config import ModelConfig
 from tests.references import beam_reference as ref
@@ -133,8 +134,7 @@ def test_length_penalty_changes_the_choice(pair, next_logits):
 
 def test_bad_arguments():
   cfg = ModelConfig(vocab_size=16, d_model=16, n_layers=1, n_heads=2, ffn_dim=32, norm_eps=1e-5)
-  model = spec_lib.from_params(cfg, spec_lib.to_params(__import__(
-      "llama_jax.model.llama", fromlist=["init"]).init(cfg)))
+  model = model_lib.init(cfg)
   with pytest.raises(ValueError, match="convention='new'"):
     bs.beam_search(model, [[1, 2]], 4, convention="new")
   with pytest.raises(ValueError, match="num_beams=0"):
