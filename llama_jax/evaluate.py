@@ -12,6 +12,9 @@ r"""`python -m llama_jax.evaluate`: one evaluation of a checkpoint or a training
       --original_max_position_embeddings=4096 --compare=results/perplexity_llama2_7b.json
   # passkey retrieval on a lengths x depths grid
   python -m llama_jax.evaluate ... --task=passkey --lengths=4096,8192 --depths=0,0.5,1 --trials=10
+  # LLM-Adapters math / commonsense accuracy (4-beam search; test sets in their dataset/ folder)
+  python -m llama_jax.evaluate ... --task=math --data_dir=LLM-Adapters/dataset \
+      --datasets=MultiArith,gsm8k,AddSub,AQuA,SingleEq,SVAMP --num_beams=4 --batch_size=8
   # a training run's own held-out loss (its data config and tokenizer)
   python -m llama_jax.evaluate --checkpoint=runs/tiny --task=heldout --out=results/
   # one plot from several runs
@@ -20,8 +23,9 @@ r"""`python -m llama_jax.evaluate`: one evaluation of a checkpoint or a training
 `--task` is any registered evaluation (`llama_jax/evals/`); its options are the flags listed
 under it in `--help`. `--checkpoint` is a converted checkpoint or a training workdir (its newest
 checkpoint; `--tokenizer` then defaults to the workdir's). Each run writes
-`<task>_<label>.json` (the options, the RoPE used and the numbers) and the evaluation's plots,
-e.g. `perplexity.png` (this run plus any --compare runs) or `passkey_<label>.png`. RoPE flags
+`<task>_<label>.json` (the options, the RoPE used and the numbers) and the evaluation's plots
+and tables, e.g. `perplexity.png` (this run plus any --compare runs), `passkey_<label>.png` or
+`math_table.md`. RoPE flags
 override the checkpoint's rope: a new --rope_type starts from that type's defaults (keeping
 rope_theta), otherwise the given fields replace the checkpoint's.
 """
@@ -144,6 +148,8 @@ def run(opts: Options) -> dict[str, Path]:
   for name, fig in cls.figures(compare + [data]).items():
     written.setdefault("png", out / name)
     written[name] = plots.save(fig, out / name)
+  for name, text in cls.tables(compare + [data]).items():
+    written[name] = files.write_text(out / name, text)
   return written
 
 
@@ -161,8 +167,11 @@ def run_plot(opts: Options) -> dict[str, Path]:
     if task not in evals.names():
       raise ConfigError(f"result files of task {task!r} cannot be plotted; known tasks: "
                         f"{evals.names()}")
-    for name, fig in evals.get(task).figures([r for r in runs if r.get("task") == task]).items():
+    chosen = [r for r in runs if r.get("task") == task]
+    for name, fig in evals.get(task).figures(chosen).items():
       written[name] = plots.save(fig, out / name)
+    for name, text in evals.get(task).tables(chosen).items():
+      written[name] = files.write_text(out / name, text)
   return written
 
 

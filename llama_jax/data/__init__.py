@@ -6,8 +6,11 @@
 
 Modules: `sources` (documents and splits), `text_builder` (local files as a TFDS ArrayRecord
 dataset), `token_cache` (tokenized splits, memory-mapped), `packing` (rows with segment ids),
-`pipeline` (the grain iterator). The loader's names are resolved on first use, so importing
-this package (or `DataError`) does not import TFDS or grain.
+`pipeline` (the grain iterator); instruction data (`data.format="instructions"`):
+`instruction_files` (JSON / JSONL records, checked), `instructions` (LLM-Adapters' templates,
+tokenization, splits), `instruction_rows` (padded or packed example rows). The loader's names
+are resolved on first use, so importing this package (or `DataError`) does not import TFDS or
+grain.
 """
 from llama_jax.core.errors import DataError  # noqa: F401  (re-exported: data.DataError)
 

@@ -1,9 +1,10 @@
 """The data loader the trainer calls: tokenizer at first run, then a grain iterator of batches.
 
 Pipeline (grain): `MapDataset.range(local rows)` -> `map(row)` (documents in a per-epoch
-shuffled order, tokenized once and cached, packed into rows: `packing.PackedStream`) ->
-`batch` -> `to_iter_dataset` (prefetch threads, optional worker processes). Everything before
-the iterator is random access, so:
+shuffled order, tokenized once and cached, packed into rows: `packing.PackedStream`; or, with
+`data.format="instructions"`, templated instruction examples, one per row or packed whole:
+`instructions.make_stream`) -> `batch` -> `to_iter_dataset` (prefetch threads, optional
+worker processes). Everything before the iterator is random access, so:
 
 - the iterator's state is one counter (the next global batch) plus the settings that define
   the stream, JSON-serialisable; `set_state` rebuilds the grain pipeline at that batch, so a
@@ -30,7 +31,7 @@ import grain
 import numpy as np
 
 from llama_jax.data import tokenizer as tokenizer_lib
-from llama_jax.data import packing, sources, token_cache
+from llama_jax.data import instructions, packing, sources, token_cache
 from llama_jax.core.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ def text_split(data_cfg, which: str) -> sources.TextSplit:
   """The documents of `which` ('train' or 'eval') as the data config defines them."""
   if which not in ("train", "eval"):
     raise DataError(f"split={which!r}; allowed: 'train', 'eval'")
+  if data_cfg.format == "instructions":  # templated examples (data/instructions.py)
+    return instructions.text_split(data_cfg, which)
   if _is_local(data_cfg):
     return _local_split(data_cfg, which)
   return _tfds_split(data_cfg, which)
@@ -273,18 +276,24 @@ def make_iterator(data_cfg, tok: tokenizer_lib.Tokenizer, split: str = "train", 
     raise DataError(f"seq_len={seq_len}; it must be >= 1")
   if int(data_cfg.num_workers) < 0:
     raise DataError(f"data.num_workers={data_cfg.num_workers}; it must be >= 0")
-  docs = token_cache.tokenize_split(text_split(data_cfg, split), tok, cache_root(data_cfg))
-  spec = packing.PackingSpec(seq_len, bool(data_cfg.pack), bool(data_cfg.add_bos),
-                             bool(data_cfg.add_eos), tok.bos_id, tok.eos_id)
   train = split == "train"
-  shuffle = bool(data_cfg.shuffle) and train
-  stream = packing.PackedStream(docs, spec, shuffle=shuffle, seed=seed, repeat=train)
+  if data_cfg.format == "instructions":  # one example per row, or whole examples packed
+    stream, identity = instructions.make_stream(data_cfg, tok, split, seq_len=seq_len, seed=seed,
+                                                cache_root=cache_root(data_cfg))
+    identity["batch_size"] = int(batch_size)
+  else:
+    docs = token_cache.tokenize_split(text_split(data_cfg, split), tok, cache_root(data_cfg))
+    spec = packing.PackingSpec(seq_len, bool(data_cfg.pack), bool(data_cfg.add_bos),
+                               bool(data_cfg.add_eos), tok.bos_id, tok.eos_id)
+    shuffle = bool(data_cfg.shuffle) and train
+    stream = packing.PackedStream(docs, spec, shuffle=shuffle, seed=seed, repeat=train)
+    identity = {"split": split, "documents": docs.fingerprint,
+                "seed": int(seed) if shuffle else 0, "batch_size": int(batch_size),
+                "seq_len": int(seq_len), "pack": spec.pack, "add_bos": spec.add_bos,
+                "add_eos": spec.add_eos, "shuffle": shuffle}
+    log.info("%s data: %d documents, %d tokens, %d rows of %d per epoch", split, len(docs),
+             stream.num_tokens, stream.rows_per_epoch, seq_len)
   num_batches = None if train else math.ceil(stream.rows_per_epoch / batch_size)
-  identity = {"split": split, "documents": docs.fingerprint, "seed": int(seed) if shuffle else 0,
-              "batch_size": int(batch_size), "seq_len": int(seq_len), "pack": spec.pack,
-              "add_bos": spec.add_bos, "add_eos": spec.add_eos, "shuffle": shuffle}
-  log.info("%s data: %d documents, %d tokens, %d rows of %d per epoch", split, len(docs),
-           stream.num_tokens, stream.rows_per_epoch, seq_len)
   return DataIterator(stream, global_batch=batch_size, process_index=process_index,
                       process_count=process_count, num_batches=num_batches,
                       num_workers=int(data_cfg.num_workers), identity=identity)

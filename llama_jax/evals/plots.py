@@ -3,6 +3,7 @@
 - `perplexity_figure(runs)`: perplexity against context length, one line per run (e.g. one per
   RoPE setting), log-scaled perplexity so a run that diverges does not flatten the others.
 - `passkey_figure(result)`: the accuracy heat-map, depths (rows) x lengths (columns).
+- `task_accuracy_figure(records)`: math / commonsense accuracy per dataset, one bar per run.
 Both return the Figure (tests inspect it); `save(fig, path)` writes it atomically.
 """
 from __future__ import annotations
@@ -62,6 +63,33 @@ def passkey_figure(result: dict, title: str | None = None) -> Figure:
       ax.text(i, j, f"{value:.0%}", ha="center", va="center", fontsize=8)
   fig.colorbar(image, ax=ax, label="accuracy")
   ax.set_title(title or f"passkey retrieval: {result.get('label', '')}".rstrip(": "))
+  fig.tight_layout()
+  return fig
+
+
+def task_accuracy_figure(records: Sequence[dict], title: str = "accuracy") -> Figure:
+  """records: task results (`datasets` = {name: {accuracy, ...}}, `average`, `label`); grouped
+  bars, one group per dataset plus the average, one bar per run."""
+  if not records:
+    raise ValueError("no task results to plot")
+  names: list[str] = []
+  for r in records:
+    names += [d for d in r["datasets"] if d not in names]
+  groups = names + ["average"]
+  fig = Figure(figsize=(1.5 + 0.9 * len(groups) * max(1, len(records)) ** 0.5, 4.2), dpi=120)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  width = 0.8 / len(records)
+  for i, r in enumerate(records):
+    values = [100 * r["datasets"][d]["accuracy"] if d in r["datasets"] else 0.0 for d in names]
+    xs = [g + (i - (len(records) - 1) / 2) * width for g in range(len(groups))]
+    ax.bar(xs, values + [100 * r["average"]], width, label=r.get("label", f"run {i}"))
+  ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_ylim(0, 100)
+  ax.set_title(title)
+  ax.grid(True, axis="y", alpha=0.3)
+  ax.legend(fontsize="small")
   fig.tight_layout()
   return fig
 

@@ -90,6 +90,12 @@ class Evaluation:
     del records
     return {}
 
+  @classmethod
+  def tables(cls, records: list[dict]) -> dict[str, str]:
+    """{file name: text} tables of this evaluation's records, e.g. markdown (none by default)."""
+    del records
+    return {}
+
   def close(self) -> None:
     pass
 

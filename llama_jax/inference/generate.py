@@ -166,14 +166,16 @@ def _prefill(graphdef, state, tokens, positions, segment_ids, max_len):
   return _last_logits(model, hidden[:, -1]), cache
 
 
-def _step(model, tokens, positions, cache):
+def step_logits(model, tokens, positions, cache):
+  """One token per row (int[B] at int[B] positions) through the model (inside a jitted
+  function): (float32 logits [B, V], updated cache). Greedy/sampled and beam decoding use it."""
   hidden, cache = model.features(tokens[:, None], positions[:, None], None, cache)
   return _last_logits(model, hidden[:, 0]), cache
 
 
 @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(4,))
 def _decode_step(graphdef, state, tokens, positions, cache):
-  return _step(nnx.merge(graphdef, state), tokens, positions, cache)
+  return step_logits(nnx.merge(graphdef, state), tokens, positions, cache)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 9, 10))
@@ -195,7 +197,7 @@ def _decode(graphdef, state, logits, cache, lengths, key, eos_id, temperature, t
   def body(carry):
     i, cache, last, done, out = carry
     # The token emitted at step i-1 sits at position length + i - 1 of its row.
-    logits, cache = _step(model, last, lengths + i - 1, cache)
+    logits, cache = step_logits(model, last, lengths + i - 1, cache)
     new = _sample(logits, jax.random.fold_in(key, i), mode, temperature, top_p)
     new = jnp.where(done, 0, new)
     out = jax.lax.dynamic_update_slice(out, new[:, None], (0, i))

@@ -105,6 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   c.data = ml_collections.ConfigDict(dict(
+      format="text",  # text (documents, packed) | instructions (examples; data.instructions)
       dataset="stdlib",  # stdlib | files | a TFDS catalog name such as pg19 or c4
       files="",  # a glob of local UTF-8 text files; when set it overrides `dataset`
       tfds_data_dir="",  # where TFDS datasets live ('' = TFDS default)
@@ -121,6 +122,15 @@ def get_config() -> ml_collections.ConfigDict:
       shuffle=True,
       num_workers=0,  # grain worker processes (0 = in the main process)
       max_documents=0,  # cap on documents read (0 = all)
+      # format="instructions": LLM-Adapters' templates and tokenization (data/instructions.py)
+      instructions=ml_collections.ConfigDict(dict(
+          train_file="",  # JSON array or JSON lines of {instruction, input, output}
+          eval_file="",  # held-out examples from a file; '' = held out from train_file
+          heldout_examples=0,  # examples of train_file held out (LLM-Adapters' val_set_size)
+          split_seed=42,  # seed of that held-out permutation (theirs: 42)
+          cutoff_len=256,  # tokens per example, BOS/EOS included (0 = seq_len)
+          train_on_inputs=True,  # loss on the prompt too (their default); False: response only
+      )),
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, sequence=1))

@@ -13,8 +13,9 @@ value and what is allowed, instead of after minutes of compilation:
 - loop sizes (steps, batch divisible by grad_accum and by the process count, seq_len within the
   model's positions, eval/checkpoint intervals);
 - data (files matched by the glob exist and are files, tokenizer file exists and has no more
-  tokens than the model has embedding rows) and `init_from` (a converted checkpoint or a
-  training workdir whose parameter shapes match the model);
+  tokens than the model has embedding rows; with `data.format="instructions"` the example files
+  are parsed, so a broken record fails here, naming its file and line) and `init_from` (a
+  converted checkpoint or a training workdir whose parameter shapes match the model);
 - the mesh (through `mesh.validate_mesh`: axes divide the devices, heads, batch, ...), when
   the device count is known. Recipe tests pass a hypothetical count.
 
@@ -31,7 +32,8 @@ import ml_collections
 
 from llama_jax import evals
 from llama_jax.checkpoints import converted
-from llama_jax.core.errors import ConfigError
+from llama_jax.core.errors import ConfigError, DataError
+from llama_jax.data import instructions
 from llama_jax.model.config import ModelConfig
 from llama_jax.model.spec import ModelSpec
 from llama_jax.parallel import mesh as mesh_lib
@@ -94,6 +96,15 @@ def _check_rules(rules) -> tuple:
 
 def _check_data(config, model: ModelConfig, check_paths: bool) -> tuple[str, ...]:
   d = config.data
+  if d.format not in instructions.FORMATS:
+    raise ConfigError(f"data.format={d.format!r}; allowed: {list(instructions.FORMATS)}")
+  if d.format == "instructions":
+    _check_tokenizer_and_counts(d, model, check_paths)
+    try:
+      return instructions.check_config(d, config.seq_len, bool(heldout_evals(config)),
+                                       check_paths)
+    except DataError as e:
+      raise ConfigError(str(e)) from None
   for name in ("dataset", "text_key", "train_split"):
     if not isinstance(d[name], str) or (not d[name] and not (name == "dataset" and d.files)):
       raise ConfigError(f"data.{name}={d[name]!r} must be a non-empty string")
@@ -106,14 +117,7 @@ def _check_data(config, model: ModelConfig, check_paths: bool) -> tuple[str, ...
     raise ConfigError(
         f"{what} needs held-out data, but data.eval_split is '' and "
         f"data.heldout_fraction={d.heldout_fraction}; set one of them, or eval_every=0")
-  for name in ("num_workers", "max_documents", "tokenizer_vocab_size"):
-    _int(d, name, 0)
-  if d.tokenizer_vocab_size > model.vocab_size:
-    raise ConfigError(
-        f"data.tokenizer_vocab_size={d.tokenizer_vocab_size} exceeds model.vocab_size="
-        f"{model.vocab_size}; the embedding needs a row for every token id: set "
-        f"--config.model.vocab_size={d.tokenizer_vocab_size} (or tokenizer_vocab_size=0 to use "
-        "model.vocab_size)")
+  _check_tokenizer_and_counts(d, model, check_paths)
   files: tuple[str, ...] = ()
   if d.files and check_paths:
     files = tuple(sorted(f for f in glob.glob(os.path.expanduser(d.files), recursive=True)))
@@ -125,6 +129,18 @@ def _check_data(config, model: ModelConfig, check_paths: bool) -> tuple[str, ...
       raise ConfigError(f"data.files={d.files!r} matches only directories ({dirs[:3]}); "
                         "the glob must match text files")
     files = tuple(f for f in files if os.path.isfile(f))
+  return files
+
+
+def _check_tokenizer_and_counts(d, model: ModelConfig, check_paths: bool) -> None:
+  for name in ("num_workers", "max_documents", "tokenizer_vocab_size"):
+    _int(d, name, 0)
+  if d.tokenizer_vocab_size > model.vocab_size:
+    raise ConfigError(
+        f"data.tokenizer_vocab_size={d.tokenizer_vocab_size} exceeds model.vocab_size="
+        f"{model.vocab_size}; the embedding needs a row for every token id: set "
+        f"--config.model.vocab_size={d.tokenizer_vocab_size} (or tokenizer_vocab_size=0 to use "
+        "model.vocab_size)")
   if d.tokenizer and check_paths:
     path = os.path.expanduser(d.tokenizer)
     if not os.path.isfile(path):
@@ -138,7 +154,6 @@ def _check_data(config, model: ModelConfig, check_paths: bool) -> tuple[str, ...
           f"data.tokenizer={d.tokenizer!r} has {size} tokens but model.vocab_size="
           f"{model.vocab_size}; token ids would index past the embedding table (set "
           f"--config.model.vocab_size={size})")
-  return files
 
 
 def _sentencepiece_vocab_size(path: str) -> int:

@@ -1,0 +1,37 @@
+r"""LLaMA-13B + Series on commonsense (Hu et al. 2023, "LLM-Adapters", EMNLP).
+
+Reproduces: the LLaMA-13B Series row of Table 4 (commonsense, accuracy %): BoolQ 71.8, PIQA 83.0,
+  SIQA 79.2, HellaSwag 88.1, WinoGrande 82.4, ARC-e 82.5, ARC-c 67.3, OBQA 81.8; average 79.5. A
+  Series adapter after the MLP (bottleneck 256 on `down`, tanh, scale 1, N(0, 0.02) init);
+  commonsense_170k.json (the 8 tasks' training sets in one template) in LLM-Adapters' training
+  template, cutoff 256, loss on all tokens, 120 held-out examples (held-out loss every 80 steps);
+  AdamW b=(0.9, 0.999), no weight decay, lr 3e-4, 100 warmup steps then linear decay to 0, clipping
+  1.0, batch 16, 3 epochs (31,853 steps for the nominal 170,000 examples; the recipe counts the
+  file's examples when it is present), checkpoints every 80 steps. Family:
+  llama_jax/training/llm_adapters.py.
+Before: convert yahma/llama-13b-hf (python -m llama_jax.convert --from=hf --to=llama_jax
+  --src=llama-13b-hf --dst=ckpt/llama_13b) and clone LLM-Adapters (ft-training_set/, dataset/) into
+  the working directory, or override init_from, data.tokenizer and data.instructions.train_file
+  (then --config.steps too).
+Pending: the adapter settings (llm_adapters.ADAPTERS["series"]) take effect once config.adapter
+  exists (llama_jax/adapters); until then loading this recipe warns, and it would train every
+  weight.
+Command:
+  python -m llama_jax.train --config=configs/series_llama_13b_commonsense.py \
+      --workdir=runs/series_llama_13b_commonsense
+  python -m llama_jax.evaluate --checkpoint=runs/series_llama_13b_commonsense --task=commonsense \
+      --data_dir=LLM-Adapters/dataset --num_beams=4 --batch_size=8 \
+      --out=results/series_llama_13b_commonsense
+Hardware: 4 accelerators with >= 40 GB, FSDP over the 4; bf16 weights and compute, full remat (their
+  gradient checkpointing).
+Expected: the row above, within the run-to-run spread of reproductions (the DoRA repository's reruns
+  of these setups differ from it by several points). Time not measured: ~1.0e+19 training FLOPs,
+  ~5.7 h on 4 A100 at 40% MFU (an estimate), plus the beam-search evaluation.
+"""
+from llama_jax.training import llm_adapters
+
+DEVICES = 4
+
+
+def get_config():
+  return llm_adapters.recipe("13b", "series", "commonsense")

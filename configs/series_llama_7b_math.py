@@ -1,0 +1,36 @@
+r"""LLaMA-7B + Series on math (Hu et al. 2023, "LLM-Adapters", EMNLP).
+
+Reproduces: the LLaMA-7B Series row of Table 1 (six math test sets, accuracy %): MultiArith 92.8,
+  GSM8K 33.3, AddSub 80.0, AQuA 15.0, SingleEq 83.5, SVAMP 52.3; average 59.5. A Series adapter
+  after the MLP (bottleneck 256 on `down`, tanh, scale 1, N(0, 0.02) init); math_10k.json (GSM8K,
+  MAWPS and AQuA training questions with ChatGPT rationales) in LLM-Adapters' training template,
+  cutoff 256, loss on all tokens, 120 held-out examples (held-out loss every 200 steps); AdamW
+  b=(0.9, 0.999), no weight decay, lr 3e-4, 100 warmup steps then linear decay to 0, clipping 1.0,
+  batch 16, 3 epochs (1,853 steps for the nominal 10,000 examples; the recipe counts the file's
+  examples when it is present), checkpoints every 200 steps. Family:
+  llama_jax/training/llm_adapters.py.
+Before: convert yahma/llama-7b-hf (python -m llama_jax.convert --from=hf --to=llama_jax
+  --src=llama-7b-hf --dst=ckpt/llama_7b) and clone LLM-Adapters (ft-training_set/, dataset/) into
+  the working directory, or override init_from, data.tokenizer and data.instructions.train_file
+  (then --config.steps too).
+Pending: the adapter settings (llm_adapters.ADAPTERS["series"]) take effect once config.adapter
+  exists (llama_jax/adapters); until then loading this recipe warns, and it would train every
+  weight.
+Command:
+  python -m llama_jax.train --config=configs/series_llama_7b_math.py \
+      --workdir=runs/series_llama_7b_math
+  python -m llama_jax.evaluate --checkpoint=runs/series_llama_7b_math --task=math \
+      --data_dir=LLM-Adapters/dataset --num_beams=4 --batch_size=8 \
+      --out=results/series_llama_7b_math
+Hardware: 4 accelerators with >= 40 GB, FSDP over the 4; bf16 weights and compute.
+Expected: the row above, within the run-to-run spread of reproductions (the DoRA repository's reruns
+  of these setups differ from it by several points). Time not measured: ~2.0e+17 training FLOPs, ~7
+  min on 4 A100 at 40% MFU (an estimate), plus the beam-search evaluation.
+"""
+from llama_jax.training import llm_adapters
+
+DEVICES = 4
+
+
+def get_config():
+  return llm_adapters.recipe("7b", "series", "math")
