@@ -3,14 +3,13 @@ epochs-to-steps count, and the adapter settings (applied where config.adapter ex
 
 Every recipe is also validated on its own hardware by tests/training/test_validation.py.
 """
-import importlib
 import json
 import math
 
 import ml_collections
 import pytest
 
-from llama_jax.training import llm_adapters
+from llama_jax.training import llm_adapters, recipes
 
 # Their math_running_commands (reference §1.5): method -> (batch, epochs, lr, math val set).
 PAPER = {"lora": (16, 3, 3e-4, 0), "series": (16, 3, 3e-4, 120), "parallel": (16, 3, 3e-4, 0),
@@ -21,7 +20,7 @@ RECIPES = [(m, s, t) for m in PAPER for s in ("7b", "13b") for t in ("math", "co
 @pytest.mark.parametrize("method,size,task", RECIPES)
 def test_recipe_follows_their_scripts(method, size, task):
   with pytest.warns(UserWarning, match="config.adapter is not defined"):
-    c = importlib.import_module(f"configs.{method}_llama_{size}_{task}").get_config()
+    c = recipes.load(f"{method}_llama_{size}_{task}")
   batch, epochs, lr, math_val = PAPER[method]
   val = math_val if task == "math" else 120
   nominal = 10_000 if task == "math" else 170_000
