@@ -26,7 +26,7 @@ _OPTIONAL_TYPES = {
     "max_position_embeddings": int, "beta_fast": float, "beta_slow": float,
     "attention_factor": float, "mscale": float, "mscale_all_dim": float, "truncate": bool,
     "low_freq_factor": float, "high_freq_factor": float, "short_factor": tuple,
-    "long_factor": tuple,
+    "long_factor": tuple, "self_extend_window": int, "self_extend_group": int,
 }
 
 
