@@ -65,6 +65,7 @@ class RebuildScorer:
     self.wins = [w for i, d in enumerate(docs)
                  for w in perplexity.windows(len(d), target_len, target_len - 1, True, doc=i)]
     self.rope_for, self.batch_size, self.chunk_size = rope_for, batch_size, chunk_size
+    self._cached_before = self._cache_size()
 
   def __call__(self, factors):
     model = self._spec_lib.from_params(self.cfg.replace(rope=self.rope_for(factors)),
@@ -72,11 +73,15 @@ class RebuildScorer:
     return perplexity.score_windows(model, self.docs, self.wins, self.target_len, self.bos_id,
                                     self.batch_size, self.chunk_size)
 
-  @property
-  def compiles(self) -> int:
-    """Compilations of the scoring function so far (all models in this process)."""
+  @staticmethod
+  def _cache_size() -> int:
     # jax.jit's cache of the scoring function: one entry per compilation.
     return perplexity._score._cache_size()
+
+  @property
+  def compiles(self) -> int:
+    """Compilations of the scoring function since this scorer was made."""
+    return self._cache_size() - self._cached_before
 
 
 class PerplexityObjective:
