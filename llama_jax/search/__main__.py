@@ -89,9 +89,13 @@ def request_from_flags(f) -> command.Request:
 
 
 def main(argv, flag_values=None):
+  import logging
+
   from absl import flags
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments {argv[1:]}")
+  for noisy in ("absl", "jax", "orbax"):  # checkpoint reading logs every step at INFO
+    logging.getLogger(noisy).setLevel(logging.WARNING)
   f = flags.FLAGS if flag_values is None else flag_values
   record = command.run(request_from_flags(f))
   print(f"{record['method']}: start ppl {record['start_ppl']}, result ppl {record['best_ppl']} "

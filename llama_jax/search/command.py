@@ -92,7 +92,7 @@ def prepare(req: Request):
   n_factors = cfg.head_dim // 2
   method.check(options, n_factors)
   original = req.original_length or cfg.rope.original_length or cfg.max_position_embeddings
-  factor = float(req.factor) if req.factor else req.target_len / original
+  factor = float(req.factor) if req.factor is not None else req.target_len / original
   if not factor > 0:
     raise ConfigError(f"--factor={req.factor!r} must be > 0")
   start = factors_lib.start_factors(req.init, factor, cfg.head_dim, cfg.rope.rope_theta,
