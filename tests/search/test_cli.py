@@ -189,3 +189,27 @@ def test_flags_and_one_line_errors(checkpoint, tok, docs, tmp_path):
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert proc.stderr.strip().startswith("error: DataError: target_len=100000 needs documents")
   assert not out.exists() and not any(out.parent.glob(f".{out.name}*"))
+
+
+def test_train_cli_takes_rope_json_and_validates_it_before_writing(searched, tmp_path):
+  out, _ = searched
+  workdir = tmp_path / "run"
+
+  def train(rope_json):
+    return subprocess.run(
+        [sys.executable, "-m", "llama_jax.train", "--config=configs/tiny.py",
+         f"--workdir={workdir}", f"--rope_json={rope_json}", "--config.steps=0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+
+  # The searched factors have head_dim/2 = 8 entries; configs/tiny.py has head_dim 16 too, so a
+  # vector of another length must be refused by name.
+  bad = tmp_path / "bad.json"
+  bad.write_text(json.dumps({**read_json(str(out / driver.ROPE_FILE)),
+                             "long_factor": [1.0] * 3}))
+  proc = train(bad)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert "rope.long_factor has 3 entries; it needs head_dim/2 = 8" in proc.stderr
+  proc = train('{"rope_type": "longrope", "scale": 2}')
+  assert "unknown RoPE field(s) ['scale']" in proc.stderr and proc.returncode == 1
+  assert not workdir.exists()
