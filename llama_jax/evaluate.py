@@ -10,6 +10,9 @@ r"""`python -m llama_jax.evaluate`: one evaluation of a checkpoint or a training
   # the same model with YaRN s=4 applied at inference, truncated documents (one window each)
   python -m llama_jax.evaluate ... --task=perplexity --truncate --rope_type=yarn --factor=4 \
       --original_max_position_embeddings=4096 --compare=results/perplexity_llama2_7b.json
+  # factors found by a RoPE search (python -m llama_jax.search), or training-free Self-Extend
+  python -m llama_jax.evaluate ... --task=perplexity --rope_json=runs/dcis/rope.json
+  python -m llama_jax.evaluate ... --task=passkey --self_extend_window=64 --self_extend_group=4
   # passkey retrieval on a lengths x depths grid
   python -m llama_jax.evaluate ... --task=passkey --lengths=4096,8192 --depths=0,0.5,1 --trials=10
   # LLM-Adapters math / commonsense accuracy (4-beam search; test sets in their dataset/ folder)
@@ -61,10 +64,12 @@ class Options:
   def __init__(self, task: str, out: str = "", checkpoint: str = "", tokenizer: str = "",
                rope: dict[str, Any] | None = None, dtype: str = "", attention: str = "",
                label: str = "", results: Sequence[str] = (), compare: Sequence[str] = (),
+               self_extend_window: int | None = None, self_extend_group: int | None = None,
                **options):
     self.task, self.out, self.checkpoint, self.tokenizer = task, out, checkpoint, tokenizer
     self.rope = dict(rope or {})
     self.dtype, self.attention, self.label = dtype, attention, label
+    self.self_extend = (self_extend_window, self_extend_group)
     self.results, self.compare = list(results), list(compare)
     self.options = options
 
@@ -80,10 +85,13 @@ class Options:
 
 def _default_label(opts: Options, rope: RopeConfig) -> str:
   name = Path(opts.checkpoint.rstrip("/")).name or "model"
-  if not opts.rope:
-    return name
-  parts = [rope.rope_type] + [f"{k}={v}" for k, v in opts.rope.items() if k != "rope_type"]
-  return f"{name} {' '.join(parts)}"
+  parts = []
+  if opts.rope:  # factor vectors (a search's rope.json) would make unreadable labels: skipped
+    parts = [rope.rope_type] + [f"{k}={v}" for k, v in opts.rope.items()
+                                if k != "rope_type" and not isinstance(v, (list, tuple))]
+  if opts.self_extend != (None, None):
+    parts.append("self_extend={}/{}".format(*opts.self_extend))
+  return " ".join([name] + parts)
 
 
 def _expand(patterns: Sequence[str]) -> list[str]:
@@ -132,6 +140,8 @@ def run(opts: Options) -> dict[str, Path]:
   overrides = {"rope": rope}
   if opts.attention:
     overrides["attention"] = opts.attention
+  if opts.self_extend != (None, None):
+    overrides["self_extend_window"], overrides["self_extend_group"] = opts.self_extend
   cfg.replace(**overrides)  # validates (names the rope field and value) before loading weights
   evaluation = cls(options, _context(opts, cfg))
   try:
@@ -142,6 +152,8 @@ def run(opts: Options) -> dict[str, Path]:
   label = opts.label or _default_label(opts, rope)
   data = {"task": opts.task, "label": label, "checkpoint": opts.checkpoint,
           "rope": rope.to_dict(), "dtype": opts.dtype or "checkpoint", "options": options,
+          **({"self_extend": dict(zip(("window", "group"), opts.self_extend))}
+             if opts.self_extend != (None, None) else {}),
           **result.record}
   out = Path(opts.out)
   written = {"json": files.write_json(out / f"{opts.task}_{passkey_slug(label)}.json", data)}
@@ -197,6 +209,9 @@ _COMMON_FLAGS = (  # (kind, name, default, help)
        f"RoPE override: {name}") for name in ROPE_FLAGS[1:]),
     ("string", "dtype", "", "compute dtype override (float32 | bfloat16)"),
     ("string", "attention", "", "attention kernel override (xla | chunked | ...)"),
+    ("integer", "self_extend_window", None, "Self-Extend neighbour window W (with "
+     "--self_extend_group; W a multiple of G)"),
+    ("integer", "self_extend_group", None, "Self-Extend group size G"),
     ("string", "label", "", "name of this run in results and plots"),
     ("list", "results", [], "task=plot: result JSONs or globs"),
     ("list", "compare", [], "earlier result JSONs to plot alongside"),
@@ -234,7 +249,9 @@ def options_from_flags(f) -> Options:
                        f"its options are {sorted(accepted)}")
   return Options(task=f.task, out=f.out, checkpoint=f.checkpoint or "",
                  tokenizer=f.tokenizer or "", rope=rope, dtype=f.dtype, attention=f.attention,
-                 label=f.label, results=f.results, compare=f.compare, **given)
+                 label=f.label, results=f.results, compare=f.compare,
+                 self_extend_window=f.self_extend_window, self_extend_group=f.self_extend_group,
+                 **given)
 
 
 def main(argv, flag_values=None):

@@ -17,7 +17,7 @@ from ml_collections import config_flags
 
 # Only the configuration, flags and distributed set-up may run before jax.distributed is up;
 # everything that touches devices is imported lazily by the loop.
-from llama_jax.core.errors import LlamaJaxError
+from llama_jax.core.errors import ConfigError, LlamaJaxError
 from llama_jax.training import recipes, validation as config_lib
 from llama_jax.training.distributed import initialize_distributed
 from llama_jax.training.loop import run  # noqa: F401  (the Python API: run(config, workdir))
@@ -32,6 +32,9 @@ def define_flags() -> None:
   config_flags.DEFINE_config_file(
       "config", _DEFAULT_CONFIG, "Training recipe (a configs/*.py file); override fields with "
       "--config.<field>=<value>, e.g. --config.optim.peak_lr=2e-5.", lock_config=True)
+  flags.DEFINE_string(
+      "rope_json", None, "RoPE fields as JSON (a file such as a search's rope.json, or a JSON "
+      "string) applied to config.model.rope after the --config overrides.")
   flags.DEFINE_string(
       "workdir", None, "Checkpoints, logs and config.json go here; rerunning with the same "
       "workdir resumes. Default: runs/<config file name>.")
@@ -64,6 +67,13 @@ def main(argv):
   config = FLAGS.config
   workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
   try:
+    if FLAGS.rope_json:
+      from llama_jax.rope.config import read_json
+      from llama_jax.training import defaults
+      try:
+        defaults.set_rope(config, read_json(FLAGS.rope_json))
+      except ValueError as e:
+        raise ConfigError(str(e)) from None
     # Everything that needs no device is checked before jax.distributed connects to anyone.
     config_lib.validate(config)
     initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,

@@ -8,6 +8,8 @@ A kernel is a `Kernel`: its function `fn(q, k, v, *, q_segment_ids, kv_segment_i
 - `decoding`: attends a few queries against a longer key cache at a (possibly traced)
   `q_offset`; dispatch hands cached decoding of the other kernels to `chunked`;
 - `options`: the keyword options it takes from the model config (e.g. `block_size`);
+- `self_extend`: merges Self-Extend's neighbour and grouped scores (`self_extend.py`): it takes
+  a `grouped` argument (a `self_extend.Grouped`); the others refuse Self-Extend;
 - `backends`: where it runs natively (empty: everywhere).
 
 Adding a kernel is one module in this package that registers its record; the package imports
@@ -29,8 +31,14 @@ class Kernel:
   decoding: bool = True
   options: tuple[str, ...] = ()
   backends: tuple[str, ...] = ()
+  self_extend: bool = False
   description: str = ""
 
 
 KERNELS: Registry[Kernel] = Registry("attention kernel", "model.attention")
 register = KERNELS.register
+
+
+def self_extend_kernels() -> list[str]:
+  """Names of the kernels that implement Self-Extend."""
+  return [k.name for k in KERNELS.entries() if k.self_extend]

@@ -61,6 +61,8 @@ class Registry(Generic[T]):
 
 
 def import_submodules(package: str, path: Iterable[str]) -> None:
-  """Imports every module of a package (each registers its record)."""
+  """Imports every module of a package (each registers its record); a package's `__main__`
+  (its command line, run by `python -m`) is not one of them."""
   for info in pkgutil.iter_modules(path):
-    importlib.import_module(f"{package}.{info.name}")
+    if info.name != "__main__":
+      importlib.import_module(f"{package}.{info.name}")

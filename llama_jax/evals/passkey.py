@@ -13,6 +13,8 @@ Differences from the reference script, all deliberate:
   garbage would be below it. The reference took the last length below the target. The search
   brackets from an estimate and then bisects, so a 128k-token prompt costs a few tokenizations,
   not thousands.
+
+A progress bar with ETA counts the trials (on a terminal only, `core.progress`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import random
 import re
 from typing import Callable, Sequence
 
+from llama_jax.core import progress
 from llama_jax.core.errors import ConfigError
 from llama_jax.evals import plots, registry
 from llama_jax.evals.registry import Option
@@ -142,6 +145,7 @@ def evaluate(generate_fn: GenerateFn, tokenizer, lengths: Sequence[int],
     raise ValueError(f"passkey trials={trials} must be >= 1")
   rng = random.Random(seed)
   records, accuracy = [], []
+  bar = progress.Bar(len(lengths) * len(depths) * trials, "passkey", unit="trial")
   for length in lengths:
     row, hint = [], 0
     for depth in depths:
@@ -162,9 +166,11 @@ def evaluate(generate_fn: GenerateFn, tokenizer, lengths: Sequence[int],
                         "n_tokens": len(p.tokens), "n_garbage_chars": p.n_garbage,
                         "answer_text": text, "answer": answer, "correct": answer == p.key})
       row.append(correct / trials)
+      bar.update(trials, length=length, depth=f"{depth:.2f}")
       if log:
         log(f"length {length} depth {depth:.2f}: {correct}/{trials} correct")
     accuracy.append(row)
+  bar.close()
   return {"task": "passkey", "lengths": [int(x) for x in lengths],
           "depths": [float(d) for d in depths], "trials": int(trials), "seed": int(seed),
           "accuracy": accuracy, "records": records}

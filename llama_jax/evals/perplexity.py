@@ -23,7 +23,8 @@ scoring function per window shape serves a whole length. Padding sits at positio
 id 0: causal attention never reaches it and length-dependent RoPE methods see each window's own
 length (max position + 1), exactly as if the window had been run alone. Logits exist for at
 most `chunk_size` positions at a time: the NLL is computed from the final hidden states in
-chunks (`loss.token_nll`), so a 64k-token window never holds [64k, vocab] logits.
+chunks (`loss.token_nll`), so a 64k-token window never holds [64k, vocab] logits. A progress
+bar with ETA counts the windows (on a terminal only, `core.progress`).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llama_jax.core import progress
 from llama_jax.core.errors import ConfigError
 from llama_jax.data import documents
 from llama_jax.evals import plots, registry
@@ -104,17 +106,22 @@ def _score(graphdef, state, tokens, positions, segment_ids, targets, weights, ch
   return jnp.sum(nll * weights, axis=-1), jnp.sum(weights, axis=-1)
 
 
-def score_windows(model, docs, wins, length, bos_id, batch_size=1, chunk_size=1024):
-  """float64 arrays (sum NLL, scored tokens), one entry per window, in the order of `wins`."""
+def score_windows(model, docs, wins, length, bos_id, batch_size=1, chunk_size=1024,
+                  bar: progress.Bar | None = None):
+  """float64 arrays (sum NLL, scored tokens), one entry per window, in the order of `wins`;
+  `bar` (if given) advances by the windows of each batch."""
   graphdef, state = nnx.split(model)
   sums, counts = [], []
-  for batch in window_rows(docs, wins, length, bos_id, batch_size):
+  n = len(wins)
+  for start, batch in zip(range(0, n, batch_size),
+                          window_rows(docs, wins, length, bos_id, batch_size)):
     s, c = _score(graphdef, state, *(jnp.asarray(batch[k]) for k in
                                      ("tokens", "positions", "segment_ids", "targets", "weights")),
                   int(chunk_size))
     sums.append(np.asarray(s, np.float64))
     counts.append(np.asarray(c, np.float64))
-  n = len(wins)
+    if bar is not None:
+      bar.update(min(batch_size, n - start), length=length)
   return np.concatenate(sums)[:n], np.concatenate(counts)[:n]
 
 
@@ -139,16 +146,18 @@ def evaluate(model, docs: Sequence[Sequence[int]], lengths: Sequence[int], *, st
   if batch_size < 1:
     raise ValueError(f"batch_size={batch_size} must be >= 1")
   results = []
-  for length in lengths:
-    wins = [w for i, d in enumerate(docs) if d
-            for w in windows(len(d), length, stride, truncate, doc=i)]
-    sums, counts = score_windows(model, docs, wins, length, bos_id, batch_size, chunk_size)
+  per_length = [[w for i, d in enumerate(docs) if d
+                 for w in windows(len(d), length, stride, truncate, doc=i)] for length in lengths]
+  bar = progress.Bar(sum(map(len, per_length)), "perplexity", unit="window")
+  for length, wins in zip(lengths, per_length):
+    sums, counts = score_windows(model, docs, wins, length, bos_id, batch_size, chunk_size, bar)
     row = {"length": int(length), **summarize(sums, counts),
            "n_documents": sum(1 for d in docs if d)}
     results.append(row)
     if log:
       log(f"length {length}: ppl {row['ppl']:.4f} (token-weighted {row['token_weighted_ppl']:.4f})"
           f" over {row['n_windows']} windows, {row['n_tokens']} tokens")
+  bar.close()
   return results
 
 

@@ -12,6 +12,7 @@ import math
 from typing import Any, Mapping
 
 from llama_jax import attention
+from llama_jax.attention import self_extend
 from llama_jax.model import remat
 from llama_jax.rope import registry as rope_registry
 from llama_jax.rope.config import RopeConfig
@@ -36,6 +37,9 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype of activations and matmuls
   attention: str = "xla"
   attention_block_size: int = 512  # key/query block for the chunked kernel
+  # Self-Extend (attention/self_extend.py): neighbour window W and group size G; None = off.
+  self_extend_window: int | None = None
+  self_extend_group: int | None = None
   remat: str = "none"
   scan_layers: bool = True
   init_std: float = 0.02
@@ -80,11 +84,19 @@ class ModelConfig:
         raise ValueError(f"model.{name}={getattr(self, name)!r}; allowed: {list(DTYPES)}")
     if self.attention not in attention.names():
       raise ValueError(f"model.attention={self.attention!r}; allowed: {attention.names()}")
+    self_extend.check(self.self_extend_window, self.self_extend_group)
+    if self.self_extend:
+      attention.check_self_extend(self.attention)
     if self.remat not in remat.names():
       raise ValueError(f"model.remat={self.remat!r}; allowed: {remat.names()}")
     rope_registry.validate(self.rope, self.head_dim)
 
   # ---------------------------------------------------------------- derived
+  @property
+  def self_extend(self) -> bool:
+    """Whether attention runs Self-Extend (window and group set)."""
+    return self.self_extend_group is not None
+
   @property
   def q_per_kv(self) -> int:
     return self.n_heads // self.n_kv_heads

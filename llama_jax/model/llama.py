@@ -19,6 +19,9 @@ Layout decisions:
 - With a `KVCache`, keys are cached after rotation for static RoPE methods and before rotation
   for length-dependent ones (dynamic NTK, dynamic YaRN, LongRoPE), which are then re-rotated with
   the current length at every step — the YaRN paper's correct behaviour (HF caches rotated keys).
+- Self-Extend (`model.self_extend_window/group`, `attention/self_extend.py`) rotates queries and
+  keys a second time at grouped positions and hands both to the attention kernel; with a
+  `KVCache` it caches keys before rotation (both rotations are redone from the cached positions).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from llama_jax import attention as attention_lib
+from llama_jax.attention import self_extend
 from llama_jax import rope as rope_lib
 from llama_jax.parallel.logical_axes import Rules, constrain
 from llama_jax.model.config import ModelConfig
@@ -98,6 +102,11 @@ class Context(NamedTuple):
   q_offset: jax.Array | int  # key index of the first query
   key_cos: jax.Array | None  # f32[B, S, head_dim] to re-rotate pre-RoPE cached keys
   key_sin: jax.Array | None
+  # Self-Extend: cos/sin at the queries' and the keys' grouped positions (None when off).
+  group_cos: jax.Array | None = None  # f32[B, T, head_dim]
+  group_sin: jax.Array | None = None
+  key_group_cos: jax.Array | None = None  # f32[B, S, head_dim]
+  key_group_sin: jax.Array | None = None
 
 
 class Attention(nnx.Module):
@@ -113,12 +122,14 @@ class Attention(nnx.Module):
     self.o = _param(rngs, stack + (h, hd, d), lead + ("heads", "head_dim", "embed"), std, pd)
     self.impl = cfg.attention
     self.block_size = cfg.attention_block_size
+    self.self_extend_window = cfg.self_extend_window
 
   def __call__(self, x, ctx: Context, kv_cache=None, cache_index=None):
     dt = x.dtype
     q = project(x, self.q[...].astype(dt), 1)
     k = project(x, self.k[...].astype(dt), 1)
     v = project(x, self.v[...].astype(dt), 1)
+    q_raw, k_raw = q, k  # before rotation (Self-Extend rotates them a second way)
     q = checkpoint_name(rope_lib.apply(q, ctx.cos, ctx.sin), "query")
     if kv_cache is None:
       k = checkpoint_name(rope_lib.apply(k, ctx.cos, ctx.sin), "key")
@@ -132,11 +143,19 @@ class Attention(nnx.Module):
       k_cache = jax.lax.dynamic_update_slice(k_cache, k_store.astype(k_cache.dtype), start)
       v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
       new_cache = (k_cache, v_cache)
+      k_raw = k_cache.astype(dt)
       k = rope_lib.apply(k_cache, ctx.key_cos, ctx.key_sin) if pre_rope else k_cache
       k, v = k.astype(dt), v_cache.astype(dt)
+    grouped = None
+    if ctx.group_cos is not None:
+      grouped = attention_lib.Grouped(
+          q=rope_lib.apply(q_raw, ctx.group_cos, ctx.group_sin),
+          k=rope_lib.apply(k_raw, ctx.key_group_cos, ctx.key_group_sin),
+          window=self.self_extend_window)
     out = attention_lib.dot_product_attention(
         q, k, v, impl=self.impl, q_segment_ids=ctx.q_segment_ids,
-        kv_segment_ids=ctx.kv_segment_ids, q_offset=ctx.q_offset, block_size=self.block_size)
+        kv_segment_ids=ctx.kv_segment_ids, q_offset=ctx.q_offset, block_size=self.block_size,
+        grouped=grouped)
     out = checkpoint_name(out, "attention")
     return project(out, self.o[...].astype(dt), 2), new_cache
 
@@ -198,17 +217,29 @@ class Llama(nnx.Module):
     method = rope_lib.get(cfg.rope.rope_type)
     seq_len = rope_lib.embedding.sequence_length(positions)
     cos, sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim, positions, seq_len)
+
+    def grouped(key_positions):  # Self-Extend's tables (keyword arguments of Context)
+      if not cfg.self_extend:
+        return {}
+      w, g = cfg.self_extend_window, cfg.self_extend_group
+      q_cos, q_sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim,
+                                      self_extend.query_positions(positions, w, g), seq_len)
+      k_cos, k_sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim,
+                                      self_extend.key_positions(key_positions, g), seq_len)
+      return dict(group_cos=q_cos, group_sin=q_sin, key_group_cos=k_cos, key_group_sin=k_sin)
+
     if cache is None:
-      return Context(cos, sin, segment_ids, segment_ids, 0, None, None), None
+      ctx = Context(cos, sin, segment_ids, segment_ids, 0, None, None, **grouped(positions))
+      return ctx, None
     b, t = positions.shape
     q_seg = jnp.ones((b, t), jnp.int32) if segment_ids is None else segment_ids
     kv_seg = jax.lax.dynamic_update_slice(cache.segment_ids, q_seg, (0, cache.index))
     kv_pos = jax.lax.dynamic_update_slice(cache.positions, positions.astype(jnp.int32),
                                           (0, cache.index))
     key_cos = key_sin = None
-    if method.depends_on_length:
+    if method.depends_on_length or cfg.self_extend:  # cache keys before rotation
       key_cos, key_sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim, kv_pos, seq_len)
-    ctx = Context(cos, sin, q_seg, kv_seg, cache.index, key_cos, key_sin)
+    ctx = Context(cos, sin, q_seg, kv_seg, cache.index, key_cos, key_sin, **grouped(kv_pos))
     return ctx, cache.replace(segment_ids=kv_seg, positions=kv_pos, index=cache.index + t)
 
   def __call__(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):

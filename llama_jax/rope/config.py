@@ -10,6 +10,8 @@ its original length, and the other methods fall back to it when
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any, Mapping
 
 FIELDS = (
@@ -97,6 +99,24 @@ class RopeConfig:
     d = self.to_dict()
     d.pop("max_position_embeddings", None)
     return d
+
+
+def read_json(text_or_path: str) -> dict[str, Any]:
+  """RoPE fields from a JSON file (e.g. a search's rope.json: HF `rope_parameters`) or a JSON
+  string, checked against FIELDS."""
+  is_file = Path(text_or_path).is_file()
+  text = Path(text_or_path).read_text(encoding="utf-8") if is_file else text_or_path
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError as e:
+    where = f"file {text_or_path}" if is_file else f"{text_or_path!r} (not a file)"
+    raise ValueError(f"--rope_json: {where} is not valid JSON: {e}") from None
+  if not isinstance(data, dict):
+    raise ValueError(f"--rope_json must hold a JSON object of RoPE fields, got {type(data)}")
+  unknown = sorted(set(data) - set(FIELDS))
+  if unknown:
+    raise ValueError(f"--rope_json has unknown RoPE field(s) {unknown}; allowed: {list(FIELDS)}")
+  return data
 
 
 def apply_overrides(base: RopeConfig, changes: Mapping[str, Any]) -> RopeConfig:

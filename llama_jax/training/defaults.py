@@ -26,7 +26,7 @@ _OPTIONAL_TYPES = {
     "max_position_embeddings": int, "beta_fast": float, "beta_slow": float,
     "attention_factor": float, "mscale": float, "mscale_all_dim": float, "truncate": bool,
     "low_freq_factor": float, "high_freq_factor": float, "short_factor": tuple,
-    "long_factor": tuple,
+    "long_factor": tuple, "self_extend_window": int, "self_extend_group": int,
 }
 
 
@@ -56,6 +56,19 @@ def model_fields(preset: str = "tiny", **overrides) -> dict:
   # ModelConfig fill it, so `--config.model.max_position_embeddings=...` reaches RoPE too.
   fields["rope"]["max_position_embeddings"] = None
   return _with_placeholders(fields)
+
+
+def set_rope(config: ml_collections.ConfigDict, changes: Mapping) -> None:
+  """Applies RoPE `changes` (HF field names, e.g. a search's rope.json) to config.model.rope,
+  with `rope.config.apply_overrides`' rule: a new rope_type starts from that type's defaults."""
+  from llama_jax.rope.config import FIELDS, RopeConfig, apply_overrides
+  rope = config.model.rope
+  current = RopeConfig.from_dict({k: rope[k] for k in FIELDS if rope.get(k) is not None})
+  new = apply_overrides(current, dict(changes))
+  for name in FIELDS:
+    if name != "max_position_embeddings":  # mirrors model.max_position_embeddings
+      value = getattr(new, name)
+      rope[name] = tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def get_config() -> ml_collections.ConfigDict:
