@@ -131,6 +131,14 @@ class ModelConfig:
       changes["rope"] = self.rope.replace(max_position_embeddings=None)
     elif isinstance(changes.get("rope"), Mapping):
       changes["rope"] = RopeConfig.from_dict(changes["rope"])
+    # Sizes derived from others are derived again (not frozen at the old values) unless given:
+    # head_dim = d_model / n_heads, and multi-head attention's n_kv_heads = n_heads.
+    if ({"d_model", "n_heads"} & changes.keys() and "head_dim" not in changes
+        and self.head_dim * self.n_heads == self.d_model):
+      changes["head_dim"] = None
+    if ("n_heads" in changes and "n_kv_heads" not in changes
+        and self.n_kv_heads == self.n_heads):
+      changes["n_kv_heads"] = None
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:

@@ -85,3 +85,16 @@ def test_hf_configs_with_unsupported_features_are_refused():
     ModelConfig.from_hf(dict(hf, attention_bias=True))
   with pytest.raises(ValueError, match="hidden_act='gelu'"):
     ModelConfig.from_hf(dict(hf, hidden_act="gelu"))
+
+
+def test_derived_sizes_follow_a_replaced_width():
+  """head_dim (= d_model / n_heads) and MHA's n_kv_heads are re-derived when the sizes they come
+  from change, and kept when they were given explicitly."""
+  tiny = preset("tiny")  # d_model 64, 4 heads (2 kv): head_dim 16, derived
+  assert tiny.replace(d_model=128).head_dim == 32
+  assert tiny.replace(n_heads=8, n_kv_heads=2).head_dim == 8
+  assert tiny.replace(d_model=128, head_dim=16).head_dim == 16
+  wide = preset("tiny_wide_heads")  # head_dim 16 given explicitly (d_model 48 / 4 heads = 12)
+  assert wide.replace(d_model=96).head_dim == 16
+  mha = preset("llama_7b")
+  assert mha.replace(n_heads=16).n_kv_heads == 16 and tiny.replace(n_heads=8).n_kv_heads == 2
