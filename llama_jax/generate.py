@@ -2,6 +2,8 @@
 
   python -m llama_jax.generate --checkpoint=RUN_OR_CKPT --tokenizer=tokenizer.model \
       --prompt="def main(" --max_new_tokens=64
+  # an E²-LLM model trained in a 4096-token window, serving a longer prompt
+  python -m llama_jax.generate ... --e2llm_window=4096
 
 The decoding itself lives in `llama_jax.inference.generate`; its API is re-exported here, so
 `from llama_jax import generate; generate.generate(model, prompts, max_new_tokens)` works.
@@ -28,7 +30,8 @@ def main(argv, flag_values=None):
   model = convert.load_model(f.checkpoint, dtype=f.dtype or None)
   prompts = [tok.encode(p, bos=True, eos=False) for p in f.prompt]
   outs = generate(model, prompts, f.max_new_tokens, temperature=f.temperature, top_k=f.top_k,
-                  top_p=f.top_p, eos_id=tok.eos_id if f.stop_at_eos else None, seed=f.seed)
+                  top_p=f.top_p, eos_id=tok.eos_id if f.stop_at_eos else None, seed=f.seed,
+                  e2llm_window=f.e2llm_window)
   for ids, new in zip(prompts, outs):
     # Decoded together with the prompt so the first new word keeps its leading space; ids past
     # the tokenizer (a padded embedding table) have no text.
@@ -53,6 +56,9 @@ def define_flags(flag_values=None):
   flags.DEFINE_integer("seed", 0, "sampling seed", flag_values=fv)
   flags.DEFINE_string("dtype", "", "compute dtype override (float32 | bfloat16)", flag_values=fv)
   flags.DEFINE_bool("stop_at_eos", True, "stop a prompt at the tokenizer's EOS", flag_values=fv)
+  flags.DEFINE_integer("e2llm_window", 0, "an E²-LLM model's pre-training window L: each prompt "
+                       "runs with the PI scale ceil((prompt + new tokens - 1) / L) (0 = off)",
+                       flag_values=fv)
   flags.mark_flags_as_required(["checkpoint", "tokenizer", "prompt"], flag_values=fv)
 
 
