@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.references import rope_reference as ref
 from llama_jax import rope
 from llama_jax.core.errors import ConfigError
 from llama_jax.model import llama as model_lib
 from llama_jax.model.config import ModelConfig
 from llama_jax.rope import RopeConfig, RopeInputs
 from llama_jax.rope import inputs as inputs_lib
+from tests.references import rope_reference as ref
 
 D = 32
 HALF = D // 2
@@ -54,12 +54,12 @@ def as_config_value(value):
   return tuple(float(v) for v in value) if np.ndim(value) else float(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def static_fn(cfg: RopeConfig):
   return jax.jit(lambda p: rope.cos_sin(cfg, D, p))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def traced_fn(cfg: RopeConfig):
   return jax.jit(lambda p, i: rope.cos_sin(cfg, D, p, inputs=i))
 
