@@ -222,7 +222,8 @@ def test_per_example_draws_survive_micro_batching():
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
   plain = run_steps(batches, accum=1)[1]
   assert all(a["loss"] != b["loss"] for a, b in zip(h1, plain))  # the draws took effect
-  pose_hist = run_steps(batches, "pose", accum=2, steps=1, target_length=CFG.max_position_embeddings)[1]
+  pose_hist = run_steps(batches, "pose", accum=2, steps=1,
+                        target_length=CFG.max_position_embeddings)[1]
   assert pose_hist[0]["augment_pose_u"] > 0 and np.isfinite(pose_hist[0]["loss"])
 
 
