@@ -140,7 +140,8 @@ def test_evaluate_cli_takes_e2llm_window_for_perplexity_and_passkey(checkpoint, 
   assert evaluate_lib.options_from_flags(fv).resolved()["e2llm_window"] == 32
   fv = flags.FlagValues()
   evaluate_lib.define_flags(fv)
-  fv(["evaluate", "--task=perplexity", "--out=o", "--lengths=96", "--e2llm_window=32"])
+  fv(["evaluate", "--task=perplexity", "--out=o", "--lengths=96", "--files=*.txt",
+      "--e2llm_window=32"])
   assert evaluate_lib.options_from_flags(fv).resolved()["e2llm_window"] == 32
   opts = evaluate_lib.Options(task="passkey", lengths=[160], depths=[0.5], trials=1,
                               garbage_step=64, e2llm_window=32, checkpoint=str(checkpoint),
