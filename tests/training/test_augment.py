@@ -149,6 +149,11 @@ def test_pose_positions_follow_the_paper_for_whole_and_packed_rows():
       assert 1 <= r1 <= -(-T // 2) or u == 0
       assert 0 <= u <= target - T
       np.testing.assert_array_equal(got[r], pose_paper_positions(T, r1, u))
+  # With linear scaling s (PoSE's default pairing): angles (p / s)·θ_i, float64.
+  linear = rope.RopeConfig("linear", 1e4, factor=4.0)
+  cos, _ = rope.cos_sin(linear, CFG.head_dim, out["positions"])
+  ang = (got.astype(np.float64) / 4.0)[..., None] * ref.theta(1e4, CFG.head_dim)
+  np.testing.assert_allclose(np.asarray(cos), np.cos(np.concatenate([ang, ang], -1)), atol=1e-5)
   # Packed rows: each document (positions from 0) gets its own chunks and skip.
   batch = make_batches(1, b=4, t=T, seed=3)[0]
   out = fn(batch, jax.random.PRNGKey(9), 0)
