@@ -5,6 +5,8 @@
   # with searched RoPE factors (python -m llama_jax.search), or training-free Self-Extend
   python -m llama_jax.generate ... --rope_json=runs/dcis/rope.json
   python -m llama_jax.generate ... --self_extend_window=1024 --self_extend_group=8
+  # an E²-LLM model trained in a 4096-token window, serving a longer prompt
+  python -m llama_jax.generate ... --e2llm_window=4096
 
 The decoding itself lives in `llama_jax.inference.generate`; its API is re-exported here, so
 `from llama_jax import generate; generate.generate(model, prompts, max_new_tokens)` works.
@@ -33,7 +35,8 @@ def main(argv, flag_values=None):
   model = convert.load_model(f.checkpoint, dtype=f.dtype or None, **overrides)
   prompts = [tok.encode(p, bos=True, eos=False) for p in f.prompt]
   outs = generate(model, prompts, f.max_new_tokens, temperature=f.temperature, top_k=f.top_k,
-                  top_p=f.top_p, eos_id=tok.eos_id if f.stop_at_eos else None, seed=f.seed)
+                  top_p=f.top_p, eos_id=tok.eos_id if f.stop_at_eos else None, seed=f.seed,
+                  e2llm_window=f.e2llm_window)
   for ids, new in zip(prompts, outs):
     # Decoded together with the prompt so the first new word keeps its leading space; ids past
     # the tokenizer (a padded embedding table) have no text.
@@ -78,6 +81,9 @@ def define_flags(flag_values=None):
                        "--self_extend_group)", flag_values=fv)
   flags.DEFINE_integer("self_extend_group", None, "Self-Extend group size G (W must be a "
                        "multiple of G)", flag_values=fv)
+  flags.DEFINE_integer("e2llm_window", 0, "an E²-LLM model's pre-training window L: each prompt "
+                       "runs with the PI scale ceil((prompt + new tokens - 1) / L) (0 = off)",
+                       flag_values=fv)
   flags.mark_flags_as_required(["checkpoint", "tokenizer", "prompt"], flag_values=fv)
 
 

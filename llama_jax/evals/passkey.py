@@ -190,6 +190,8 @@ class Passkey(registry.Evaluation):
       "garbage_step": Option(128, "garbage length granularity (characters)"),
       "pad_multiple": Option(64, "pad prompts to a multiple of this (shared compilations)"),
       "batch_size": Option(1, "prompts per generation call"),
+      "e2llm_window": Option(0, "E²-LLM pre-training window L: decode each prompt with the PI "
+                                "scale g = ceil(length / L) (0 = off)"),
   }
 
   @classmethod
@@ -201,6 +203,9 @@ class Passkey(registry.Evaluation):
     for name in ("trials", "garbage_step", "pad_multiple", "batch_size"):
       if c[name] < 1:
         raise ConfigError(f"passkey {name}={c[name]} must be >= 1")
+    if c["e2llm_window"] < 0:
+      raise ConfigError(f"passkey e2llm_window={c['e2llm_window']}; allowed: an integer >= 0 "
+                        "(0 = off)")
 
   def run(self, model) -> registry.Result:
     from llama_jax.inference import generate as generate_lib
@@ -211,7 +216,8 @@ class Passkey(registry.Evaluation):
       for start in range(0, len(prompts), c["batch_size"]):
         out += generate_lib.generate(model, prompts[start:start + c["batch_size"]],
                                      MAX_NEW_TOKENS, eos_id=tok.eos_id,
-                                     pad_multiple=c["pad_multiple"])
+                                     pad_multiple=c["pad_multiple"],
+                                     e2llm_window=c["e2llm_window"])
       return out
 
     record = evaluate(generate_fn, tok, c["lengths"], c["depths"], c["trials"], seed=c["seed"],

@@ -18,6 +18,11 @@ Reported per length: `ppl` = exp(mean over all windows of all documents of the w
 NLL) — the papers' number, not token-weighted — and `token_weighted_ppl` = exp(total NLL / total
 scored tokens).
 
+RoPE values that change between evaluations (`rope.RopeInputs`: a PI scale, LongRoPE/DCIS factor
+vectors λ, an attention factor) are arrays of the scoring function, shared by all windows: a
+search that scores many λ candidates at one length compiles once. `e2llm_window=L` evaluates an
+E²-LLM model: each length W is scored with the PI scale g = ⌈W / L⌉ (the paper's g = L_eval / L).
+
 Cost: windows of one length are batched (`batch_size` rows) and right-padded to W, so one jitted
 scoring function per window shape serves a whole length. Padding sits at position 0 with segment
 id 0: causal attention never reaches it and length-dependent RoPE methods see each window's own
@@ -43,6 +48,8 @@ from llama_jax.data import documents
 from llama_jax.evals import plots, registry
 from llama_jax.evals.registry import Option
 from llama_jax.model import loss as loss_lib
+from llama_jax.rope import inputs as rope_inputs_lib
+from llama_jax.rope.inputs import RopeInputs
 
 
 class Window(NamedTuple):
@@ -97,27 +104,43 @@ def window_rows(docs: Sequence[Sequence[int]], wins: Sequence[Window], length: i
     yield arrays
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
-def _score(graphdef, state, tokens, positions, segment_ids, targets, weights, chunk_size):
+@functools.partial(jax.jit, static_argnums=(0, 8))
+def _score(graphdef, state, tokens, positions, segment_ids, targets, weights, rope_inputs,
+           chunk_size):
   """Per row: (sum of scored NLL, number of scored tokens)."""
   model = nnx.merge(graphdef, state)
-  hidden, _ = model.features(tokens, positions, segment_ids)
+  hidden, _ = model.features(tokens, positions, segment_ids, rope_inputs=rope_inputs)
   nll = loss_lib.token_nll(hidden, model.head(), targets, chunk_size)
   return jnp.sum(nll * weights, axis=-1), jnp.sum(weights, axis=-1)
 
 
+def check_shared_inputs(model, rope_inputs: RopeInputs | None) -> None:
+  """RoPE inputs shared by every window (scalars, [head_dim/2] vectors) that fit the model."""
+  cfg = model.cfg
+  rope_inputs_lib.check(rope_inputs, cfg.rope, cfg.head_dim)
+  for name, value in ({} if rope_inputs is None else rope_inputs.given()).items():
+    if np.ndim(value) != (1 if name in ("short_factor", "long_factor") else 0):
+      raise ConfigError(f"perplexity rope input {name} has shape {np.shape(value)}; windows share "
+                        "one value: a scalar, or one [head_dim/2] vector for factor vectors")
+
+
 def score_windows(model, docs, wins, length, bos_id, batch_size=1, chunk_size=1024,
-                  bar: progress.Bar | None = None):
-  """float64 arrays (sum NLL, scored tokens), one entry per window, in the order of `wins`;
-  `bar` (if given) advances by the windows of each batch."""
+                  rope_inputs: RopeInputs | None = None, bar: progress.Bar | None = None):
+  """float64 arrays (sum NLL, scored tokens), one entry per window, in the order of `wins`.
+
+  rope_inputs: RoPE values shared by all windows (`check_shared_inputs`); new values reuse the
+  compiled scoring function. `bar` (if given) advances by the windows of each batch.
+  """
+  check_shared_inputs(model, rope_inputs)
   graphdef, state = nnx.split(model)
+  rope_inputs = rope_inputs_lib.as_arrays(rope_inputs)
   sums, counts = [], []
   n = len(wins)
   for start, batch in zip(range(0, n, batch_size),
                           window_rows(docs, wins, length, bos_id, batch_size)):
     s, c = _score(graphdef, state, *(jnp.asarray(batch[k]) for k in
                                      ("tokens", "positions", "segment_ids", "targets", "weights")),
-                  int(chunk_size))
+                  rope_inputs, int(chunk_size))
     sums.append(np.asarray(s, np.float64))
     counts.append(np.asarray(c, np.float64))
     if bar is not None:
@@ -138,21 +161,37 @@ def summarize(sums: np.ndarray, counts: np.ndarray) -> dict:
 
 def evaluate(model, docs: Sequence[Sequence[int]], lengths: Sequence[int], *, stride: int,
              bos_id: int, truncate: bool = False, batch_size: int = 1, chunk_size: int = 1024,
-             log: Callable[[str], None] | None = None) -> list[dict]:
-  """Perplexity of `model` on tokenized documents (without BOS) at each window length."""
+             log: Callable[[str], None] | None = None, rope_inputs: RopeInputs | None = None,
+             e2llm_window: int = 0) -> list[dict]:
+  """Perplexity of `model` on tokenized documents (without BOS) at each window length.
+
+  rope_inputs: RoPE values shared by all windows (e.g. a λ vector as `long_factor`);
+  e2llm_window: score length W with the PI scale ⌈W / e2llm_window⌉ (0 = off).
+  """
   docs = [list(d) for d in docs]
   if not docs or not any(docs):
     raise ValueError("perplexity needs at least one non-empty tokenized document")
   if batch_size < 1:
     raise ValueError(f"batch_size={batch_size} must be >= 1")
+  check_shared_inputs(model, rope_inputs)
+  rope_inputs_lib.check_window(e2llm_window, model.cfg.rope)
+  if e2llm_window and rope_inputs is not None and rope_inputs.scale is not None:
+    raise ConfigError("give either e2llm_window (the scale follows the length) or a rope input "
+                      "scale, not both")
   results = []
   per_length = [[w for i, d in enumerate(docs) if d
                  for w in windows(len(d), length, stride, truncate, doc=i)] for length in lengths]
   bar = progress.Bar(sum(map(len, per_length)), "perplexity", unit="window")
   for length, wins in zip(lengths, per_length):
-    sums, counts = score_windows(model, docs, wins, length, bos_id, batch_size, chunk_size, bar)
+    inputs, extra = rope_inputs, {}
+    if e2llm_window:
+      scale = rope_inputs_lib.scale_for_length(length, e2llm_window)
+      inputs = (rope_inputs or RopeInputs()).replace(scale=np.float32(scale))
+      extra = {"e2llm_scale": scale}
+    sums, counts = score_windows(model, docs, wins, length, bos_id, batch_size, chunk_size,
+                                 inputs, bar)
     row = {"length": int(length), **summarize(sums, counts),
-           "n_documents": sum(1 for d in docs if d)}
+           "n_documents": sum(1 for d in docs if d), **extra}
     results.append(row)
     if log:
       log(f"length {length}: ppl {row['ppl']:.4f} (token-weighted {row['token_weighted_ppl']:.4f})"
@@ -179,11 +218,16 @@ class Perplexity(registry.Evaluation):
       "batch_size": Option(1, "windows per model call"),
       "min_tokens": Option(0, "skip documents shorter than this"),
       "max_documents": Option(0, "use at most this many documents (0 = all)"),
+      "e2llm_window": Option(0, "E²-LLM pre-training window L: score length W with the PI scale "
+                                "g = ceil(W / L) (0 = off)"),
   }
 
   @classmethod
   def check(cls, c):
     check_lengths(c["lengths"])
+    if c["e2llm_window"] < 0:
+      raise ConfigError(f"perplexity e2llm_window={c['e2llm_window']}; allowed: an integer >= 0 "
+                        "(0 = off)")
     if bool(c["files"]) == bool(c["dataset"]):
       raise ConfigError("perplexity needs exactly one of files (a glob of UTF-8 text files) and "
                         "dataset (a prepared TFDS dataset such as pg19)")
@@ -208,7 +252,8 @@ class Perplexity(registry.Evaluation):
                      f"{sum(map(len, self.docs))} tokens")
     results = evaluate(model, self.docs, c["lengths"], stride=c["stride"],
                        bos_id=self.context.tokenizer.bos_id, truncate=c["truncate"],
-                       batch_size=c["batch_size"], log=self.context.log)
+                       batch_size=c["batch_size"], log=self.context.log,
+                       e2llm_window=c["e2llm_window"])
     record = {"mode": "truncated" if c["truncate"] else "sliding",
               "stride": None if c["truncate"] else c["stride"],
               "source": ({"dataset": c["dataset"], "split": c["split"]} if c["dataset"]

@@ -10,6 +10,10 @@
   `model.KVCache` sized for prompt + new tokens; only the last position is projected to the
   vocabulary. Then one jitted `lax.while_loop` decodes token by token and stops as soon as every
   row has emitted `eos_id` (or after `max_new_tokens`).
+- RoPE values as arrays (`rope_inputs`, a `rope.RopeInputs`, shared or one per row) stay fixed
+  for the whole generation (cached keys were rotated with them). `e2llm_window=L` serves an
+  E²-LLM model: row i gets the PI scale g = ⌈n_i / L⌉, n_i = its prompt length +
+  max_new_tokens - 1 (the positions it will rotate), the smallest g with g·L >= n_i.
 - temperature == 0 is greedy (argmax). Otherwise logits are divided by the temperature, cut to
   the top-k tokens, then to the smallest set whose probability reaches top-p (the nucleus), and
   sampled; step i uses `fold_in(PRNGKey(seed), i)`, so a seed fixes the output.
@@ -41,7 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from llama_jax.core.errors import ConfigError
 from llama_jax.model import llama as model_lib
+from llama_jax.rope import inputs as rope_inputs_lib
+from llama_jax.rope.inputs import RopeInputs
 
 
 class PaddedPrompts(NamedTuple):
@@ -159,28 +166,28 @@ def _last_logits(model, hidden):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 5))
-def _prefill(graphdef, state, tokens, positions, segment_ids, max_len):
+def _prefill(graphdef, state, tokens, positions, segment_ids, max_len, rope_inputs):
   model = nnx.merge(graphdef, state)
   cache = model_lib.KVCache.init(model.cfg, tokens.shape[0], max_len)
-  hidden, cache = model.features(tokens, positions, segment_ids, cache)
+  hidden, cache = model.features(tokens, positions, segment_ids, cache, rope_inputs)
   return _last_logits(model, hidden[:, -1]), cache
 
 
-def step_logits(model, tokens, positions, cache):
+def step_logits(model, tokens, positions, cache, rope_inputs=None):
   """One token per row (int[B] at int[B] positions) through the model (inside a jitted
   function): (float32 logits [B, V], updated cache). Greedy/sampled and beam decoding use it."""
-  hidden, cache = model.features(tokens[:, None], positions[:, None], None, cache)
+  hidden, cache = model.features(tokens[:, None], positions[:, None], None, cache, rope_inputs)
   return _last_logits(model, hidden[:, 0]), cache
 
 
 @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(4,))
-def _decode_step(graphdef, state, tokens, positions, cache):
-  return step_logits(nnx.merge(graphdef, state), tokens, positions, cache)
+def _decode_step(graphdef, state, tokens, positions, cache, rope_inputs):
+  return step_logits(nnx.merge(graphdef, state), tokens, positions, cache, rope_inputs)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 9, 10))
 def _decode(graphdef, state, logits, cache, lengths, key, eos_id, temperature, top_p,
-            max_new_tokens, mode):
+            max_new_tokens, mode, rope_inputs):
   """Samples from the prefill logits, then decodes until max_new_tokens or all rows ended.
 
   eos_id is traced (-1 = none: no token equals it), so changing it does not recompile.
@@ -197,7 +204,7 @@ def _decode(graphdef, state, logits, cache, lengths, key, eos_id, temperature, t
   def body(carry):
     i, cache, last, done, out = carry
     # The token emitted at step i-1 sits at position length + i - 1 of its row.
-    logits, cache = step_logits(model, last, lengths + i - 1, cache)
+    logits, cache = step_logits(model, last, lengths + i - 1, cache, rope_inputs)
     new = _sample(logits, jax.random.fold_in(key, i), mode, temperature, top_p)
     new = jnp.where(done, 0, new)
     out = jax.lax.dynamic_update_slice(out, new[:, None], (0, i))
@@ -208,22 +215,42 @@ def _decode(graphdef, state, logits, cache, lengths, key, eos_id, temperature, t
   return out, steps
 
 
-def prefill(model, padded: PaddedPrompts, max_len: int):
+def prefill(model, padded: PaddedPrompts, max_len: int, rope_inputs: RopeInputs | None = None):
   """Runs the padded prompts through the model: (float32 logits [B, V] of the last position,
-  a KVCache of `max_len` slots holding the prompts)."""
+  a KVCache of `max_len` slots holding the prompts). `rope_inputs`: see the module doc."""
   graphdef, state = nnx.split(model)
   return _prefill(graphdef, state, jnp.asarray(padded.tokens), jnp.asarray(padded.positions),
-                  jnp.asarray(padded.segment_ids), int(max_len))
+                  jnp.asarray(padded.segment_ids), int(max_len),
+                  rope_inputs_lib.as_arrays(rope_inputs))
 
 
-def decode_step(model, tokens, positions, cache):
+def decode_step(model, tokens, positions, cache, rope_inputs: RopeInputs | None = None):
   """Feeds one token per row (int[B]) at `positions` (int[B]): (logits [B, V], new cache).
 
   The cache passed in is donated (its buffers are reused); use only the returned one.
+  `rope_inputs` must be those the cache was filled with.
   """
   graphdef, state = nnx.split(model)
   return _decode_step(graphdef, state, jnp.asarray(tokens, jnp.int32),
-                      jnp.asarray(positions, jnp.int32), cache)
+                      jnp.asarray(positions, jnp.int32), cache,
+                      rope_inputs_lib.as_arrays(rope_inputs))
+
+
+def resolve_rope_inputs(model, padded: PaddedPrompts, max_new_tokens: int,
+                        rope_inputs: RopeInputs | None = None, e2llm_window: int = 0
+                        ) -> RopeInputs | None:
+  """`rope_inputs` checked against the model and batch, with the E²-LLM scale of each row when
+  `e2llm_window` is set (see the module doc). Raises ConfigError before any device work."""
+  cfg = model.cfg
+  rope_inputs_lib.check_window(e2llm_window, cfg.rope)
+  if e2llm_window:
+    if rope_inputs is not None and rope_inputs.scale is not None:
+      raise ConfigError("give either e2llm_window (the scale follows the length) or a rope input "
+                        "scale, not both")
+    scales = rope_inputs_lib.window_scales(padded.lengths + max_new_tokens - 1, e2llm_window)
+    rope_inputs = (rope_inputs or RopeInputs()).replace(scale=scales)
+  rope_inputs_lib.check(rope_inputs, cfg.rope, cfg.head_dim, batch=len(padded.lengths))
+  return rope_inputs
 
 
 class Generation(NamedTuple):
@@ -233,7 +260,8 @@ class Generation(NamedTuple):
 
 def generate_array(model, prompts, max_new_tokens: int, *, sampler: Sampler = Sampler(),
                    eos_id: int | None = None, seed: int = 0, max_len: int | None = None,
-                   pad_multiple: int = 1) -> Generation:
+                   pad_multiple: int = 1, rope_inputs: RopeInputs | None = None,
+                   e2llm_window: int = 0) -> Generation:
   """`generate` without the per-row cut: the raw token array and the number of steps."""
   if not (isinstance(max_new_tokens, (int, np.integer)) and max_new_tokens >= 1):
     raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
@@ -241,6 +269,8 @@ def generate_array(model, prompts, max_new_tokens: int, *, sampler: Sampler = Sa
   if eos_id is not None and not 0 <= eos_id < vocab:
     raise ValueError(f"eos_id={eos_id} is outside the model's vocabulary [0, {vocab})")
   padded = pad_prompts(prompts, pad_multiple, vocab)
+  rope_inputs = rope_inputs_lib.as_arrays(
+      resolve_rope_inputs(model, padded, max_new_tokens, rope_inputs, e2llm_window))
   # The last sampled token is never fed back, so it needs no slot.
   needed = padded.tokens.shape[1] + max_new_tokens - 1
   if max_len is None:
@@ -249,12 +279,12 @@ def generate_array(model, prompts, max_new_tokens: int, *, sampler: Sampler = Sa
     raise ValueError(f"max_len={max_len} is too small: the longest prompt (padded to "
                      f"{padded.tokens.shape[1]}) plus max_new_tokens={max_new_tokens} needs "
                      f"{needed} cache slots")
-  logits, cache = prefill(model, padded, max_len)
+  logits, cache = prefill(model, padded, max_len, rope_inputs)
   graphdef, state = nnx.split(model)
   out, steps = _decode(graphdef, state, logits, cache, jnp.asarray(padded.lengths),
                        jax.random.PRNGKey(seed), jnp.int32(-1 if eos_id is None else eos_id),
                        jnp.float32(sampler.temperature or 1.0), jnp.float32(sampler.top_p),
-                       int(max_new_tokens), sampler.mode)
+                       int(max_new_tokens), sampler.mode, rope_inputs)
   steps = int(steps)
   return Generation(np.asarray(out)[:, :steps], steps)
 
@@ -262,7 +292,8 @@ def generate_array(model, prompts, max_new_tokens: int, *, sampler: Sampler = Sa
 def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
              eos_id: int | None = None, seed: int = 0, max_len: int | None = None,
-             pad_multiple: int = 1) -> list[list[int]]:
+             pad_multiple: int = 1, rope_inputs: RopeInputs | None = None,
+             e2llm_window: int = 0) -> list[list[int]]:
   """The new tokens of each prompt, cut after the first `eos_id` (which is kept).
 
   Args:
@@ -277,13 +308,18 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
     max_len: KV-cache slots (default: padded prompt length + max_new_tokens - 1).
     pad_multiple: round the padded prompt length (and max_len) up to this multiple, so calls
       with similar prompt lengths reuse one compilation.
+    rope_inputs: RoPE values as arrays (`rope.RopeInputs`), shared or one per prompt; new
+      values reuse the compiled prefill and decode loop.
+    e2llm_window: an E²-LLM model's pre-training window L; each prompt is decoded with the PI
+      scale g = ceil((prompt length + max_new_tokens - 1) / L) (0 = off).
   """
   if max_new_tokens == 0:
     pad_prompts(prompts, vocab_size=model.cfg.vocab_size)  # still validate the prompts
     return [[] for _ in prompts]
   result = generate_array(model, prompts, max_new_tokens,
                           sampler=Sampler(float(temperature), top_k, float(top_p)),
-                          eos_id=eos_id, seed=seed, max_len=max_len, pad_multiple=pad_multiple)
+                          eos_id=eos_id, seed=seed, max_len=max_len, pad_multiple=pad_multiple,
+                          rope_inputs=rope_inputs, e2llm_window=e2llm_window)
   out = []
   for row in result.tokens.tolist():
     if eos_id is not None and eos_id in row:

@@ -14,8 +14,9 @@ Layout decisions:
   shards heads without reshapes; they run as one 2-D GEMM each (`project`). The output
   projection is stored [vocab, embed], like the embedding it may be tied to (and HF's lm_head).
 - RoPE uses HF's rotate-half layout (HF checkpoints convert by transpose; Meta ones need the q/k
-  row permutation, `interop/meta.py`). The model asks `llama_jax.rope` for cos/sin and never branches
-  on the method.
+  row permutation, `interop/meta.py`). The model asks `llama_jax.rope` for cos/sin and never
+  branches on the method; per-example RoPE values (`rope.RopeInputs`: PI scale, offset, factors)
+  are passed through as arrays, so new values do not recompile.
 - With a `KVCache`, keys are cached after rotation for static RoPE methods and before rotation
   for length-dependent ones (dynamic NTK, dynamic YaRN, LongRoPE), which are then re-rotated with
   the current length at every step — the YaRN paper's correct behaviour (HF caches rotated keys).
@@ -212,20 +213,22 @@ class Llama(nnx.Module):
       self.lm_head = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
                             cfg.init_std, pd)
 
-  def _context(self, positions, segment_ids, cache: KVCache | None):
+  def _context(self, positions, segment_ids, cache: KVCache | None, rope_inputs=None):
     cfg = self.cfg
     method = rope_lib.get(cfg.rope.rope_type)
     seq_len = rope_lib.embedding.sequence_length(positions)
-    cos, sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim, positions, seq_len)
+    cos, sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim, positions, seq_len, rope_inputs)
 
     def grouped(key_positions):  # Self-Extend's tables (keyword arguments of Context)
       if not cfg.self_extend:
         return {}
       w, g = cfg.self_extend_window, cfg.self_extend_group
       q_cos, q_sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim,
-                                      self_extend.query_positions(positions, w, g), seq_len)
+                                      self_extend.query_positions(positions, w, g), seq_len,
+                                      rope_inputs)
       k_cos, k_sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim,
-                                      self_extend.key_positions(key_positions, g), seq_len)
+                                      self_extend.key_positions(key_positions, g), seq_len,
+                                      rope_inputs)
       return dict(group_cos=q_cos, group_sin=q_sin, key_group_cos=k_cos, key_group_sin=k_sin)
 
     if cache is None:
@@ -238,17 +241,20 @@ class Llama(nnx.Module):
                                           (0, cache.index))
     key_cos = key_sin = None
     if method.depends_on_length or cfg.self_extend:  # cache keys before rotation
-      key_cos, key_sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim, kv_pos, seq_len)
+      key_cos, key_sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim, kv_pos, seq_len, rope_inputs)
     ctx = Context(cos, sin, q_seg, kv_seg, cache.index, key_cos, key_sin, **grouped(kv_pos))
     return ctx, cache.replace(segment_ids=kv_seg, positions=kv_pos, index=cache.index + t)
 
-  def __call__(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
+  def __call__(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None,
+               rope_inputs: rope_lib.RopeInputs | None = None):
     """Returns logits, or (logits, updated cache) when a cache is passed.
 
     positions default to 0..T-1 (offset by the cache index when decoding); segment_ids mark
-    packed documents (attention never crosses them) and padding (0).
+    packed documents (attention never crosses them) and padding (0). rope_inputs: per-example
+    (or shared) RoPE values as arrays (`rope.inputs`), e.g. a PI scale; with a cache they must
+    stay the same for the whole sequence (cached keys were rotated with them).
     """
-    x, new_cache = self.features(tokens, positions, segment_ids, cache)
+    x, new_cache = self.features(tokens, positions, segment_ids, cache, rope_inputs)
     b, t, d = x.shape
     logits = jnp.matmul(x.reshape(b * t, d), self.head().astype(x.dtype).T,
                         preferred_element_type=jnp.float32).reshape(b, t, -1)
@@ -264,7 +270,8 @@ class Llama(nnx.Module):
     """
     return self.embed[...] if self.cfg.tie_embeddings else self.lm_head[...]
 
-  def features(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None):
+  def features(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None,
+               rope_inputs: rope_lib.RopeInputs | None = None):
     """The final-normed hidden states [B, T, d_model] before the output projection.
 
     Training uses these with `loss.cross_entropy`, so the [B, T, vocab] logits of a
@@ -275,7 +282,7 @@ class Llama(nnx.Module):
     if positions is None:
       start = 0 if cache is None else cache.index
       positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32) + start, (b, t))
-    ctx, new_cache = self._context(positions, segment_ids, cache)
+    ctx, new_cache = self._context(positions, segment_ids, cache, rope_inputs)
     dt = jnp.dtype(cfg.dtype)
     # Gather the table's fsdp shards first (ZeRO-3 style): looking rows up in a table whose
     # embed axis is split over the same mesh axis as the batch forces XLA to replicate it.

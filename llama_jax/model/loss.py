@@ -20,6 +20,8 @@ import jax.numpy as jnp
 # The arrays of a training batch, each [batch, length]: inputs, next-token targets, document ids
 # (0 = padding), positions within each document, and which targets count (1.0) or not (0.0).
 BATCH_KEYS = ("tokens", "targets", "segment_ids", "positions", "loss_mask")
+# Optional: per-example RoPE values (a `rope.RopeInputs`, e.g. an augmentation's PI scale).
+ROPE_KEY = "rope"
 LOSS_CHUNK = 1024  # sequence positions per cross-entropy chunk
 
 
@@ -78,6 +80,7 @@ def cross_entropy(hidden, head, targets, mask, chunk_size: int = 1024, vocab_chu
 
 def batch_loss_sums(model, batch: dict, chunk_size: int = LOSS_CHUNK, vocab_chunk: int = 0):
   """(summed masked NLL, masked token count), float32 scalars, of `model` on one batch."""
-  hidden, _ = model.features(batch["tokens"], batch["positions"], batch["segment_ids"])
+  hidden, _ = model.features(batch["tokens"], batch["positions"], batch["segment_ids"],
+                             rope_inputs=batch.get(ROPE_KEY))
   return cross_entropy(hidden, model.head(), batch["targets"], batch["loss_mask"], chunk_size,
                        vocab_chunk)

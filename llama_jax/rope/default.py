@@ -2,7 +2,7 @@
 from llama_jax.rope import registry
 
 
-def frequencies(rope, head_dim, seq_len):
+def frequencies(rope, head_dim, seq_len, values):
   return registry.broadcast(registry.base_inv_freq(rope.rope_theta, head_dim), 1.0, seq_len)
 
 

@@ -10,10 +10,13 @@ import jax.numpy as jnp
 from llama_jax.rope import registry
 
 
-def frequencies(rope, head_dim, seq_len):
+def frequencies(rope, head_dim, seq_len, values):
   length = jnp.float32(rope.max_position_embeddings)
   seq = jnp.maximum(jnp.asarray(seq_len, jnp.float32), length)
-  base = rope.rope_theta * (rope.factor * seq / length - (rope.factor - 1)) ** (
+  factor = values["factor"]
+  # s·(l/L) rather than HF's (s·l)/L: with a constant s, XLA would fold s/L first (a
+  # reassociation), so a traced s would not give the same bits (see `registry`).
+  base = rope.rope_theta * (factor * (seq / length) - (factor - 1)) ** (
       head_dim / (head_dim - 2))
   exponent = jnp.arange(0, head_dim, 2, dtype=jnp.int32).astype(jnp.float32) / head_dim
   inv_freq = 1.0 / (base[..., None] ** exponent)
@@ -21,5 +24,6 @@ def frequencies(rope, head_dim, seq_len):
 
 
 registry.register(registry.RopeMethod(
-    name="dynamic", frequencies=frequencies, required=("factor",), depends_on_length=True,
+    name="dynamic", frequencies=frequencies, required=("factor",), traced=("factor",),
+    depends_on_length=True,
     description="dynamic NTK: NTK base change with s growing with the sequence length"))

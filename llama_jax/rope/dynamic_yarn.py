@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from llama_jax.rope import ramp, registry
 
 
-def frequencies(rope, head_dim, seq_len):
-  floor = 1.0 if rope.factor is None else float(rope.factor)
+def frequencies(rope, head_dim, seq_len, values):
+  floor = values.get("factor", jnp.float32(1.0))
   s = jnp.maximum(jnp.asarray(seq_len, jnp.float32) / jnp.float32(rope.original_length), floor)
   s = jnp.maximum(s, 1.0)
   mscale = 1.0 if rope.mscale is None else float(rope.mscale)
@@ -23,5 +23,5 @@ registry.register(registry.RopeMethod(
     name="dynamic_yarn", frequencies=frequencies,
     required=("original_max_position_embeddings",),
     optional=("factor", "beta_fast", "beta_slow", "mscale", "truncate"),
-    depends_on_length=True, check=ramp.check_betas,
+    traced=("factor",), depends_on_length=True, check=ramp.check_betas,
     description="dynamic YaRN: YaRN with s = max(factor, length / original length)"))

@@ -2,7 +2,8 @@
 
 Pair i is (x_i, x_{i+d/2}). Angles m·θ_i, their cos/sin and the method's attention scaling are
 formed in float32 whatever the activation dtype (bf16 cannot even hold positions above 256), and
-the rotation itself runs in float32 before casting back.
+the rotation itself runs in float32 before casting back. Per-example values (`inputs.RopeInputs`:
+PI scale, position offset, the method's traced fields) enter as arrays.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 
 from llama_jax.rope import registry
 from llama_jax.rope.config import RopeConfig
+from llama_jax.rope.inputs import RopeInputs, check
 
 
 def sequence_length(positions: jax.Array) -> jax.Array:
@@ -18,13 +20,40 @@ def sequence_length(positions: jax.Array) -> jax.Array:
   return jnp.max(positions, axis=-1) + 1
 
 
+def frequencies(rope: RopeConfig, head_dim: int, seq_len: jax.Array,
+                inputs: RopeInputs | None = None) -> tuple[jax.Array, jax.Array]:
+  """(inv_freq float32[..., head_dim/2], attention scaling float32[...]) for lengths `seq_len`
+  [...]: the method's, with its traced fields and the PI scale taken from `inputs`."""
+  method = registry.get(rope.rope_type)
+  seq_len = jnp.asarray(seq_len)
+  given = None if inputs is None else inputs.given()
+  values = registry.resolve_values(rope, method, head_dim, seq_len.shape, given)
+  inv_freq, scaling = method.frequencies(rope, head_dim, seq_len, values)
+  if inputs is not None and inputs.scale is not None:
+    # θ·(1/g), the `linear` method's arithmetic: plain RoPE with scale g is PI with factor g.
+    recip = 1.0 / jnp.broadcast_to(jnp.asarray(inputs.scale, jnp.float32), seq_len.shape)
+    inv_freq = inv_freq * recip[..., None]
+  return inv_freq, scaling
+
+
 def cos_sin(rope: RopeConfig, head_dim: int, positions: jax.Array,
-            seq_len: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """positions int[B, T] → (cos, sin) float32[B, T, head_dim], attention scaling included."""
+            seq_len: jax.Array | None = None, inputs: RopeInputs | None = None
+            ) -> tuple[jax.Array, jax.Array]:
+  """positions int[B, T] → (cos, sin) float32[B, T, head_dim], attention scaling included.
+
+  `inputs` (shared or one value per row) may shift the positions (`offset`, also added to
+  `seq_len`), scale them (`scale`) and replace the method's traced fields.
+  """
   positions = jnp.asarray(positions)
+  check(inputs, rope, head_dim, positions.shape[0] if positions.ndim == 2 else None)
+  if inputs is not None and inputs.offset is not None:
+    offset = jnp.asarray(inputs.offset, positions.dtype)[..., None]
+    positions = positions + offset
+    if seq_len is not None:
+      seq_len = seq_len + offset[..., 0]
   if seq_len is None:
     seq_len = sequence_length(positions)
-  inv_freq, scaling = registry.get(rope.rope_type).frequencies(rope, head_dim, seq_len)
+  inv_freq, scaling = frequencies(rope, head_dim, seq_len, inputs)
   angles = positions.astype(jnp.float32)[..., None] * inv_freq[..., None, :]
   angles = jnp.concatenate([angles, angles], axis=-1)
   scaling = scaling[..., None, None]

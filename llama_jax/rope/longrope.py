@@ -25,13 +25,16 @@ def attention_factor(rope) -> float:
   return 1.0 if s <= 1 else math.sqrt(1 + math.log(s) / math.log(rope.original_length))
 
 
-def frequencies(rope, head_dim, seq_len):
+def frequencies(rope, head_dim, seq_len, values):
   exponent = jnp.arange(0, head_dim, 2, dtype=jnp.int32).astype(jnp.float32) / head_dim
   pos = jnp.float32(rope.rope_theta) ** exponent
-  short = 1.0 / (jnp.asarray(rope.short_factor, jnp.float32) * pos)
-  long = 1.0 / (jnp.asarray(rope.long_factor, jnp.float32) * pos)
+  short = 1.0 / (values["short_factor"] * pos)
+  long = 1.0 / (values["long_factor"] * pos)
   use_long = (jnp.asarray(seq_len) > rope.original_length)[..., None]
-  return registry.broadcast(jnp.where(use_long, long, short), attention_factor(rope), seq_len)
+  # The default factor sqrt(1 + ln s / ln L) of a static s is computed here in float64; an
+  # explicit attention_factor (from the config or traced) replaces it.
+  scaling = values.get("attention_factor", attention_factor(rope))
+  return registry.broadcast(jnp.where(use_long, long, short), scaling, seq_len)
 
 
 def check(rope, head_dim):
@@ -48,4 +51,5 @@ registry.register(registry.RopeMethod(
     name="longrope", frequencies=frequencies,
     required=("short_factor", "long_factor", "original_max_position_embeddings"),
     optional=("factor", "attention_factor"), depends_on_length=True, check=check,
+    traced=("short_factor", "long_factor", "attention_factor"),
     description="LongRoPE per-dimension factors, long set beyond the original length"))

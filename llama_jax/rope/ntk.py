@@ -10,7 +10,7 @@ def ntk_base(theta: float, factor, head_dim: int):
   return theta * factor ** (head_dim / (head_dim - 2))
 
 
-def frequencies(rope, head_dim, seq_len):
+def frequencies(rope, head_dim, seq_len, values):
   inv_freq = registry.base_inv_freq(ntk_base(rope.rope_theta, rope.factor, head_dim), head_dim)
   return registry.broadcast(inv_freq, 1.0, seq_len)
 

@@ -21,9 +21,11 @@ def attention_factor(rope) -> float:
   return get_mscale(rope.factor)
 
 
-def frequencies(rope, head_dim, seq_len):
-  return registry.broadcast(ramp.blend(rope, head_dim, rope.factor), attention_factor(rope),
-                            seq_len)
+def frequencies(rope, head_dim, seq_len, values):
+  # The temperature of a static factor is computed here in float64; a traced factor would need
+  # an on-device logarithm (see `registry`), so only an explicit attention_factor is traced.
+  scaling = values.get("attention_factor", attention_factor(rope))
+  return registry.broadcast(ramp.blend(rope, head_dim, rope.factor), scaling, seq_len)
 
 
 def check(rope, head_dim):
@@ -37,4 +39,5 @@ registry.register(registry.RopeMethod(
     required=("factor", "original_max_position_embeddings"),
     optional=("beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim",
               "truncate"),
-    check=check, description="YaRN: NTK-by-parts + attention temperature 0.1 ln s + 1"))
+    traced=("attention_factor",), check=check,
+    description="YaRN: NTK-by-parts + attention temperature 0.1 ln s + 1"))

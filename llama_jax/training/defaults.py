@@ -13,6 +13,7 @@ from typing import Mapping
 import ml_collections
 from ml_collections import config_dict
 
+from llama_jax.core.errors import ConfigError
 from llama_jax.parallel.logical_axes import DEFAULT_RULES
 from llama_jax.model.config import PRESETS
 from llama_jax.training import augment
@@ -221,6 +222,108 @@ def yarn_extension(preset: str, factor: int, steps: int, init_from: str, tokeniz
   c.sample_prompt = "It was the best of times,"
   c.mesh.update(dict(data=1, fsdp=-1, tensor=1, sequence=1))
   return c
+
+
+E2LLM_WINDOW = 4096  # L: Llama 2's pretraining context, the window E²-LLM trains and scales in
+
+
+def e2llm_extension(preset: str, init_from: str, tokenizer: str, g_max: int = 20,
+                    seed: int = 0) -> ml_collections.ConfigDict:
+  """E²-LLM on Llama 2 (Liu, Bai et al. 2024, arXiv 2401.06951 v3, §5.1 and Alg. 1).
+
+  Full fine-tuning at R = 4k (the §4.2 examples and Table 3's "training context window 4k")
+  with the `e2llm` augmentation: one (g, t) draw per iteration, g ~ U{1..g_max} (20: Table 5),
+  t ~ U{0..g·4096 - R} after 4 sink tokens; plain RoPE over L = 4096 positions, so the weights
+  serve any window with g = L_eval / 4096 at inference. AdamW b=(0.9, 0.95), lr 1e-5, 30,000
+  steps, global batch 16. The paper states no schedule, warmup or weight decay: constant lr,
+  no warmup, no weight decay, clipping 1.0 here. Data: TFDS `scientific_papers/arxiv` (the
+  arXiv part of its long-document summarisation source, Cohan et al. 2018); its Pile and
+  ShareGPT parts are not in TFDS. bf16 compute, full remat, FSDP over all devices. A passkey
+  evaluation at 4k/16k/32k with g chosen from the length runs every 5,000 steps.
+  """
+  c = get_config()
+  c.model = model_fields(preset, max_position_embeddings=E2LLM_WINDOW, dtype="bfloat16",
+                         attention="auto", remat="full")
+  c.seed = seed
+  c.steps = 30000
+  c.seq_len = 4096
+  c.batch_size = 16
+  c.init_from = init_from
+  c.optim.update(dict(peak_lr=1e-5, warmup_steps=0, schedule="constant", b1=0.9, b2=0.95,
+                      eps=1e-8, weight_decay=0.0, clip_norm=1.0))
+  c.augment.name = "e2llm"
+  c.augment.e2llm.update(dict(g_max=g_max, window=E2LLM_WINDOW, n_sink=4, per="step"))
+  c.data.update(dict(dataset="scientific_papers/arxiv", text_key="article",
+                     eval_split="validation", tokenizer=tokenizer))
+  c.evals.passkey = ml_collections.ConfigDict(dict(
+      type="passkey", every=5000, lengths=(4096, 16384, 32768), depths=(0.0, 0.5, 1.0),
+      trials=5, e2llm_window=E2LLM_WINDOW))
+  c.log_every = 10
+  c.eval_every = 1000
+  c.eval_batches = 8
+  c.checkpoint_every = 1000
+  c.sample_prompt = "The capital of France is"
+  c.mesh.update(dict(data=1, fsdp=-1, tensor=1, sequence=1))
+  return c
+
+
+def pose_extension(init_from: str, tokenizer: str, target: int = 16384,
+                   original: int = 2048) -> ml_collections.ConfigDict:
+  """PoSE on LLaMA-7B (Zhu et al. 2024, arXiv 2309.10400, §4.1; the authors' training script).
+
+  Train at L_c = 2048 on rows whose positions skip into a target window L_t (`pose`
+  augmentation: two chunks, r1 ~ U{1..1024}, u ~ U{0..L_t - 2048}), with linear RoPE scaling
+  s = L_t / 2048 and max_position_embeddings L_t. 1,000 steps of 64 sequences, lr 2e-5 with 10
+  warmup steps then linear decay to 0 (DeepSpeed WarmupDecayLR), and the HF Trainer defaults
+  the script leaves: AdamW b=(0.9, 0.999), eps 1e-8, no weight decay, clipping 1.0. Data: TFDS
+  `pg19` documents unpacked (one document chunk per row, as the paper's examples) in place of
+  its Pile split (documents >= 2,048 tokens), which is not in TFDS. bf16 compute (the paper:
+  fp16 on V100), full remat, FSDP over all devices.
+  """
+  c = get_config()
+  factor = target / original
+  c.model = model_fields(
+      "llama_7b", max_position_embeddings=target, dtype="bfloat16", attention="auto",
+      remat="full", rope=dict(rope_type="linear", rope_theta=10000.0, factor=float(factor)))
+  c.steps = 1000
+  c.seq_len = original
+  c.batch_size = 64
+  c.init_from = init_from
+  c.optim.update(dict(peak_lr=2e-5, warmup_steps=10, schedule="linear", final_lr_fraction=0.0,
+                      b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, clip_norm=1.0))
+  c.augment.name = "pose"
+  c.augment.pose.target_length = target
+  c.data.update(dict(dataset="pg19", text_key="book_text", eval_split="validation",
+                     tokenizer=tokenizer, pack=False))
+  c.evals.passkey = ml_collections.ConfigDict(dict(
+      type="passkey", every=500, lengths=(original, target // 2, target), depths=(0.0, 0.5, 1.0),
+      trials=5))
+  c.log_every = 5
+  c.eval_every = 50
+  c.eval_batches = 4
+  c.checkpoint_every = 100
+  c.sample_prompt = "It was the best of times,"
+  c.mesh.update(dict(data=1, fsdp=-1, tensor=1, sequence=1))
+  return c
+
+
+def recipe_options(arg: str | None, **types: type) -> dict:
+  """A recipe's argument, the text after ':' in `--config=configs/x.py:g_max=10,seed=1`
+  (ml_collections passes it to `get_config`), as {name: value} of the allowed `types`."""
+  out = {}
+  allowed = ", ".join(f"{k}=<{t.__name__}>" for k, t in types.items())
+  for part in (arg or "").split(","):
+    if not part.strip():
+      continue
+    key, sep, value = (s.strip() for s in part.partition("="))
+    if not sep or key not in types:
+      raise ConfigError(f"recipe argument {part.strip()!r}; allowed: {allowed} (comma-separated)")
+    try:
+      out[key] = types[key](value)
+    except ValueError:
+      raise ConfigError(f"recipe argument {key}={value!r} is not a {types[key].__name__}") \
+          from None
+  return out
 
 
 # ------------------------------------------------------------------------------ checking

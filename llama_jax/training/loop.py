@@ -216,7 +216,9 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
             "loss": mean_loss, "step_loss": last["loss"], "grad_norm": last["grad_norm"],
             "learning_rate": last["learning_rate"],
             "target_tokens": float(sum(m["tokens"] for _, m in fetched)),
-            "data_crc32": f"{result.data_crc32[step]:08x}", **rates})
+            "data_crc32": f"{result.data_crc32[step]:08x}", **rates,
+            # A batch augmentation's draws at the logged step (e.g. augment_e2llm_g).
+            **{k: float(v) for k, v in last.items() if k.startswith("augment_")}})
         if not math.isfinite(mean_loss):
           raise FloatingPointError(
               f"the training loss is {mean_loss} at step {step}; lower optim.peak_lr or "

@@ -3,9 +3,12 @@
 - The model is split once (the spec's graphdef is static), and the step merges it with the
   parameter dict inside the traced function. The step is ONE pure function
   `(state, batch) -> (state, metrics)`, jitted with the state donated.
-- A batch transform `(batch, rng, step) -> batch` (a registered augmentation, `augment.py`)
+- A batch transform `(batch, rng, step) -> batch` (a registered augmentation, `augment/`)
   runs first, inside the jitted step; its randomness is `fold_in(state.rng, state.step)`, a
   function of the seed and the step only, so an interrupted and resumed run draws the same.
+  It may add per-example RoPE values (`batch["rope"]`, a `rope.RopeInputs`) and report its
+  draws as float32 scalars under `batch["augment_metrics"]`, which join the step's metrics as
+  `augment_<name>`.
 - Loss: mean next-token cross-entropy over `loss_mask`, in float32, through
   `model.loss.batch_loss_sums` (chunked over the sequence, so long sequences never hold
   [B, T, vocab] logits). With `grad_accum` > 1 the batch is split into micro-batches scanned
@@ -33,6 +36,8 @@ from llama_jax.model import loss as loss_lib
 from llama_jax.model.spec import ModelSpec
 from llama_jax.parallel import logical_axes
 from llama_jax.parallel.logical_axes import Rules
+from llama_jax.rope import registry as rope_registry
+from llama_jax.training.augment import registry as augment_registry
 from llama_jax.training.state import TrainState
 
 BATCH_KEYS = loss_lib.BATCH_KEYS
@@ -42,15 +47,28 @@ BatchTransform = Callable[[dict, jax.Array, jax.Array], dict]
 
 
 def _split_micro(batch: dict, accum: int, rules: Rules | None) -> dict:
-  """[B, ...] → [A, B/A, ...]; micro-batch a holds rows a, a+A, ... (device-local, see above)."""
-  def split(x):
+  """[B, ...] → [A, B/A, ...]; micro-batch a holds rows a, a+A, ... (device-local, see above).
+
+  The [B, T] arrays keep their length axis's sharding; per-example RoPE values ([B] or
+  [B, head_dim/2]) are split by row, and shared ones (no batch axis) go to every micro-batch.
+  """
+  def split(x, per_token: bool):
     b = x.shape[0]
     x = x.reshape((b // accum, accum) + x.shape[1:]).swapaxes(0, 1)
     if rules is not None:
-      names = (None, "batch", "length")[:x.ndim] + (None,) * max(0, x.ndim - 3)
+      names = ((None, "batch", "length" if per_token else None) + (None,) * x.ndim)[:x.ndim]
       x = jax.lax.with_sharding_constraint(x, logical_axes.spec(names, rules))
     return x
-  return {k: split(v) for k, v in batch.items()}
+
+  out = {k: split(v, True) for k, v in batch.items() if k != loss_lib.ROPE_KEY}
+  inputs = batch.get(loss_lib.ROPE_KEY)
+  if inputs is not None:
+    values = {}
+    for name, x in inputs.given().items():
+      per_example = x.ndim == (2 if name in rope_registry.VECTOR_FIELDS else 1)
+      values[name] = split(x, False) if per_example else jnp.broadcast_to(x, (accum,) + x.shape)
+    out[loss_lib.ROPE_KEY] = inputs.replace(**values)
+  return out
 
 
 def make_train_step(spec: ModelSpec, tx, schedule: Callable, *, grad_accum: int = 1,
@@ -79,8 +97,10 @@ def make_train_step(spec: ModelSpec, tx, schedule: Callable, *, grad_accum: int 
 
   def step(state: TrainState, batch: dict):
     batch = {k: batch[k] for k in BATCH_KEYS}
+    drawn = {}
     if transform is not None:
-      batch = transform(batch, jax.random.fold_in(state.rng, state.step), state.step)
+      batch = dict(transform(batch, jax.random.fold_in(state.rng, state.step), state.step))
+      drawn = batch.pop(augment_registry.METRICS_KEY, {})
     if grad_accum == 1:
       (nll, count), grads = grad_fn(state.params, batch)
       grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
@@ -103,7 +123,8 @@ def make_train_step(spec: ModelSpec, tx, schedule: Callable, *, grad_accum: int 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": nll / denom, "grad_norm": optax.tree.norm(grads),
-               "learning_rate": schedule(state.step), "tokens": count}
+               "learning_rate": schedule(state.step), "tokens": count,
+               **{f"augment_{k}": jnp.asarray(v, jnp.float32) for k, v in drawn.items()}}
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

@@ -13,7 +13,7 @@ from llama_jax.rope import embedding, ramp
 
 def freqs(cfg: RopeConfig, d: int, seq_len=1):
   rope.validate(cfg, d)
-  inv, att = rope.get(cfg.rope_type).frequencies(cfg, d, jnp.asarray(seq_len))
+  inv, att = rope.frequencies(cfg, d, jnp.asarray(seq_len))
   assert inv.dtype == jnp.float32 and att.dtype == jnp.float32
   return np.asarray(inv, np.float64), float(att)
 
@@ -86,7 +86,7 @@ def test_dynamic_yarn_matches_formula(seq_len):
 def test_dynamic_methods_vectorise_over_a_batch_of_lengths():
   cfg = RopeConfig("dynamic_yarn", 1e4, original_max_position_embeddings=64)
   lengths = jnp.array([10, 64, 200, 1000])
-  inv, att = rope.get("dynamic_yarn").frequencies(cfg, 32, lengths)
+  inv, att = rope.frequencies(cfg, 32, lengths)
   assert inv.shape == (4, 16) and att.shape == (4,)
   for i, n in enumerate([10, 64, 200, 1000]):
     want, want_att = ref.dynamic_yarn(1e4, 32, n, 64)

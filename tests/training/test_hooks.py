@@ -30,7 +30,7 @@ if _MASKED not in augment.registry.AUGMENTATIONS:
       description="drops a random 30% of the loss mask (tests only)"))
 
 
-def _config(corpus, cache, **top):
+def _config(corpus, cache, **top):  # noqa: F811  (the fixtures, passed on)
   c = small_config(corpus, cache, **top)
   with c.unlocked():
     c.augment.name = _MASKED

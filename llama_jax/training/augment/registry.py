@@ -4,7 +4,9 @@ An augmentation is an `Augmentation` record: its `options` (name → default, wh
 `config.augment.<name>.<option>`) and `build(options, model, seq_len)`, which checks the values
 (raising ConfigError) and returns the transform `(batch, rng, step) -> batch`. The transform
 runs first thing in the train step, on the global batch, under `jit`: it may change positions,
-segment ids, loss masks or add per-example arrays the model reads, and must keep shapes static.
+segment ids, loss masks or add per-example arrays the model reads (RoPE values as a
+`rope.RopeInputs` under `ROPE_KEY`), and must keep shapes static. It may report its draws as
+float32 scalars in a dict under `METRICS_KEY`; they are logged as `augment_<name>` each step.
 Its `rng` is `fold_in(state.rng, step)`, a function of the seed and the step only, so an
 interrupted and resumed run draws exactly the same augmentations.
 
@@ -20,8 +22,10 @@ import jax
 
 from llama_jax.core.errors import ConfigError
 from llama_jax.core.registry import Registry
+from llama_jax.model.loss import ROPE_KEY  # noqa: F401  (re-exported for augmentations)
 
 BatchTransform = Callable[[dict, jax.Array, jax.Array], dict]
+METRICS_KEY = "augment_metrics"
 
 
 @dataclasses.dataclass(frozen=True)
