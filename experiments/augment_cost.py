@@ -34,14 +34,14 @@ def main():
   import jax
   import numpy as np
 
-  from configs import tiny
+  from llama_jax.training import recipes
   from llama_jax.model.config import ModelConfig
   from llama_jax.model.spec import ModelSpec
   from llama_jax.training import augment
   from llama_jax.training import state as state_lib
   from llama_jax.training import step as train_step
 
-  c = tiny.get_config()
+  c = recipes.load("tiny")
   c.model.max_position_embeddings = 4096
   cfg = ModelConfig.from_dict(c.model.to_dict())
   b, t = c.batch_size, c.seq_len

@@ -11,13 +11,12 @@ applied as the `longrope` RoPE that uses λ at every length and the 0.1 ln s + 1
 
 How λ reaches the model is one seam, `scorer(factors) -> (NLL sums, scored tokens)` per window:
 
-- `RebuildScorer` (the current one) rebuilds the model's config with the candidate's RoPE and
-  scores through `evals.perplexity.score_windows`. λ is part of the static config, so every new
-  candidate compiles the scoring function again (one compilation per evaluation; `compiles`
-  counts them).
-- Once RoPE inputs can be traced (λ passed to the model as an array), a scorer that hands λ and
-  the attention factor to perplexity scoring as such an input replaces it, with one compilation
-  for the whole search; nothing else here changes.
+- `TracedScorer` (the default) builds the model once with the `longrope` structure and hands
+  each candidate's λ to perplexity scoring as a traced RoPE input (`rope.RopeInputs`): the whole
+  search compiles the scoring function once (`compiles` counts compilations).
+- `RebuildScorer` rebuilds the model's config with the candidate's RoPE as static constants (one
+  compilation per candidate); kept as the independent reference the traced path is tested
+  against.
 """
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from llama_jax.core.errors import DataError
 from llama_jax.evals import perplexity
+from llama_jax.rope.inputs import RopeInputs
 from llama_jax.search import factors as factors_lib
 
 
@@ -84,6 +84,22 @@ class RebuildScorer:
     return self._cache_size() - self._cached_before
 
 
+class TracedScorer(RebuildScorer):
+  """Scores candidates through one model whose λ is a traced input (one compilation)."""
+
+  def __init__(self, model, docs, target_len: int, bos_id: int, rope_for: Callable,
+               batch_size: int = 1, chunk_size: int = 1024):
+    super().__init__(model, docs, target_len, bos_id, rope_for, batch_size, chunk_size)
+    start = np.ones(model.cfg.head_dim // 2)  # the structure only: λ comes in as an array
+    self.model = self._spec_lib.from_params(self.cfg.replace(rope=rope_for(start)), self.params)
+
+  def __call__(self, factors):
+    lam = np.asarray(factors, np.float32)
+    inputs = RopeInputs(short_factor=lam, long_factor=lam)
+    return perplexity.score_windows(self.model, self.docs, self.wins, self.target_len,
+                                    self.bos_id, self.batch_size, self.chunk_size, inputs)
+
+
 class PerplexityObjective:
   """λ → truncated-document perplexity of `model` at `target_len` (see the module docstring)."""
 
@@ -99,8 +115,8 @@ class PerplexityObjective:
     if short or not self.docs:
       raise DataError(f"every document must hold target_len - 1 = {target_len - 1} tokens; "
                       f"got lengths {short or 'no documents'} (see truncated_documents)")
-    self.scorer = scorer or RebuildScorer(model, self.docs, target_len, bos_id, self.rope,
-                                          batch_size, chunk_size)
+    self.scorer = scorer or TracedScorer(model, self.docs, target_len, bos_id, self.rope,
+                                         batch_size, chunk_size)
 
   def rope(self, factors):
     """The RopeConfig that applies `factors` (what rope.json will hold)."""

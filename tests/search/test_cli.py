@@ -79,9 +79,10 @@ def test_search_writes_its_record_and_rope_json(searched):
   assert saved["settings"]["factor"] == TARGET / ORIGINAL
   first = saved["history"][0]
   assert first["ppl"] == saved["start_ppl"] and first["phase"] == "start"
-  # λ is static today: one compilation per distinct factor vector scored.
+  # λ is a traced input: the whole search, over many distinct factor vectors, compiles once.
   entries = (out / journal.STATE_FILE).read_text().splitlines()[1:]
-  assert saved["compiles"] == len({tuple(json.loads(e)["factors"]) for e in entries}) > 20
+  assert len({tuple(json.loads(e)["factors"]) for e in entries}) > 20
+  assert saved["compiles"] == 1
   rope = RopeConfig.from_dict(read_json(str(out / driver.ROPE_FILE)))
   assert rope.rope_type == "longrope" and list(rope.long_factor) == record["long_factor"]
   assert rope.short_factor == rope.long_factor and rope.factor == 4.0
@@ -109,10 +110,9 @@ def test_objective_equals_evaluate_with_the_written_rope_json(searched, checkpoi
 def test_rope_json_reaches_generate_train_and_the_hf_export(searched, checkpoint, tmp_path):
   from transformers import LlamaForCausalLM
 
-  from configs import tiny
   from llama_jax import convert
   from llama_jax.interop import convert as convert_lib
-  from llama_jax.training import defaults, validation
+  from llama_jax.training import defaults, recipes, validation
   out, record = searched
   rope_json = str(out / driver.ROPE_FILE)
   cfg = convert_lib.load_config(checkpoint)
@@ -121,7 +121,8 @@ def test_rope_json_reaches_generate_train_and_the_hf_export(searched, checkpoint
   model = convert.load_model(checkpoint, **overrides)
   assert generate_lib.generate(model, [[1, 5, 9]], 3) and model.cfg.rope == overrides["rope"]
 
-  c = tiny.get_config()
+  c = recipes.load("tiny")
+  c.model.head_dim = cfg.head_dim  # λ has one factor per pair of the searched model's heads
   defaults.set_rope(c, read_json(rope_json))
   assert validation.validate(c).model.rope.long_factor == tuple(record["long_factor"])
 
@@ -202,14 +203,32 @@ def test_train_cli_takes_rope_json_and_validates_it_before_writing(searched, tmp
         capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
         env=dict(os.environ, JAX_PLATFORMS="cpu"))
 
-  # The searched factors have head_dim/2 = 8 entries; configs/tiny.py has head_dim 16 too, so a
-  # vector of another length must be refused by name.
+  # configs/tiny.py has head_dim 32: a vector of another length than 16 is refused by name.
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({**read_json(str(out / driver.ROPE_FILE)),
-                             "long_factor": [1.0] * 3}))
+                             "short_factor": [1.0] * 3, "long_factor": [1.0] * 3}))
   proc = train(bad)
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
-  assert "rope.long_factor has 3 entries; it needs head_dim/2 = 8" in proc.stderr
+  assert "rope.short_factor has 3 entries; it needs head_dim/2 = 16" in proc.stderr
   proc = train('{"rope_type": "longrope", "scale": 2}')
   assert "unknown RoPE field(s) ['scale']" in proc.stderr and proc.returncode == 1
   assert not workdir.exists()
+
+
+def test_traced_factors_score_as_the_static_model(checkpoint, tok, docs):
+  """The search's traced-λ scorer equals rebuilding the model with λ as config constants."""
+  import numpy as np
+
+  from llama_jax.interop import convert
+  from llama_jax.search import factors as factors_lib
+  from llama_jax.search import objective
+  from llama_jax.data import documents
+  model = convert.load_model(str(checkpoint))
+  names, toks = documents.load_documents(docs, tok)
+  names, toks = objective.truncated_documents(toks, names, TARGET, max_documents=2)
+  rope_for = lambda lam: factors_lib.rope_config(lam, 4.0, ORIGINAL, model.cfg.rope.rope_theta)  # noqa: E731
+  traced = objective.TracedScorer(model, toks, TARGET, tok.bos_id, rope_for)
+  static = objective.RebuildScorer(model, toks, TARGET, tok.bos_id, rope_for)
+  for lam in (np.linspace(0.5, 5.0, 8), np.full(8, 2.0)):
+    for a, b in zip(traced(lam), static(lam)):
+      np.testing.assert_array_equal(a, b)

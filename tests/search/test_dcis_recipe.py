@@ -2,10 +2,11 @@
 import json
 import math
 
-from configs import dcis_7b
 from llama_jax.model.config import ModelConfig
 from llama_jax.search import factors
-from llama_jax.training import validation
+from llama_jax.training import recipes, validation
+
+dcis_7b = recipes.module("dcis_7b")
 
 
 def _model(c):
