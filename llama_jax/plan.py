@@ -85,7 +85,7 @@ def main(argv, flag_values=None):
   name = Path(config_path.split(":")[0]).name
   n = f.devices or _recipe_devices(config_path)
   if f.out:
-    files.check_output_directory(Path(f.out).parent or ".", "--out's directory")
+    files.check_output_file(f.out, "--out")
   explicit = "config.grad_accum" in f and f["config.grad_accum"].present
   note = None if explicit else fit_grad_accum(config, n)
   if f.dry_run:

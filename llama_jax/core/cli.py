@@ -194,8 +194,11 @@ def parse(program: Program, argv: Sequence[str]):
     except flags.Error as e:
       raise UsageError(_flag_error(e, fv)) from e
     except (AttributeError, KeyError) as e:
-      names = _config_flag_names(fv)
-      if not any(a.startswith(tuple(f"--{n}." for n in names)) for a in argv[1:]):
+      # A config flag with a default loads its recipe (and applies the overrides) while it is
+      # being defined, so the flag may not be registered yet: recognise overrides by shape.
+      names = sorted({a[2:].split(".", 1)[0] for a in argv[1:]
+                      if re.match(r"--\w+\.\w", a)})
+      if not names:
         raise
       raise ConfigError(_override_error(e, argv, names)) from e
     except (SyntaxError, ImportError, NameError) as e:  # a config file that is not a recipe

@@ -73,6 +73,23 @@ def check_output_directory(path: str | os.PathLike, what: str) -> Path:
   return p
 
 
+def check_output_file(path: str | os.PathLike, what: str) -> Path:
+  """Like `check_output_directory` for a file to be written: not a directory, and its
+  directory writable (or creatable); creates nothing."""
+  p = Path(os.path.expanduser(os.fspath(path)))
+  if p.is_dir():
+    raise UsageError(f"{what}={os.fspath(path)} is a directory; give a file path")
+  parent = p.absolute().parent
+  existing = parent
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    raise UsageError(f"{what}={os.fspath(path)} cannot be written: {existing} is a file, not a "
+                     "directory")
+  check_output_directory(parent, what)
+  return p
+
+
 @contextlib.contextmanager
 def atomic_directory(dst: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
   """Yields an empty temporary directory that becomes `dst` when the block exits cleanly.

@@ -7,6 +7,8 @@ another run's checkpoints read-only, which is the point). `configure(verbose=Fal
 their WARNINGs and above, minus the known-spurious ones in `SPURIOUS`; `verbose=True` shows
 everything at INFO.
 
+Python warnings become one log line each (`warning: DataWarning: ...`).
+
 `silence_closed_event_loop_errors()` handles a different kind of noise: orbax reads a
 checkpoint inside a private asyncio loop that it closes as soon as the restore fails (a corrupt
 or mismatched step). TensorStore reads started for that restore keep running and, as each one
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import warnings
 
 # Loggers of the libraries llama_jax runs on; their INFO lines are for their developers.
 THIRD_PARTY = ("absl", "jax", "jaxlib", "orbax", "tensorstore", "tensorflow_datasets",
@@ -50,11 +53,32 @@ class _Format(logging.Formatter):
 
 
 class _DropSpurious(logging.Filter):
+  """Third-party records below WARNING (some libraries set their own loggers' levels) and the
+  known-spurious warnings; llama_jax's own records all pass."""
+
   def filter(self, record: logging.LogRecord) -> bool:
     if record.name.startswith("llama_jax"):
       return True
+    if record.levelno < logging.WARNING:
+      return False
     text = record.getMessage()
     return not any(p.search(text) for p in SPURIOUS)
+
+
+class _Stderr(logging.StreamHandler):
+  """A handler writing to whatever sys.stderr is when a record arrives (tests swap it)."""
+
+  def __init__(self, stream=None):
+    self._fixed = stream
+    super().__init__(stream or sys.stderr)
+
+  @property
+  def stream(self):
+    return self._fixed or sys.stderr
+
+  @stream.setter
+  def stream(self, value):
+    pass
 
 
 _HANDLER: logging.Handler | None = None
@@ -73,10 +97,9 @@ def configure(verbose: bool = False, stream=None) -> None:
   # absl calls logging.basicConfig() at its first log line when the root has no handler, which
   # would print every record a second time in its own format; such plain console handlers go.
   for handler in list(root.handlers):
-    if type(handler) is logging.StreamHandler and handler.stream in (
-        sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__):
+    if type(handler) is logging.StreamHandler:  # exactly basicConfig's kind, no subclass
       root.removeHandler(handler)
-  _HANDLER = logging.StreamHandler(stream or sys.stderr)
+  _HANDLER = _Stderr(stream)
   _HANDLER.setFormatter(_Format())
   if not verbose:
     _HANDLER.addFilter(_DropSpurious())
@@ -91,7 +114,22 @@ def configure(verbose: bool = False, stream=None) -> None:
     absl_logging.get_absl_handler().setLevel(logging.INFO if verbose else logging.WARNING)
   except ImportError:
     pass
+  _route_warnings(verbose)
   silence_closed_event_loop_errors()
+
+
+def _route_warnings(verbose: bool) -> None:
+  """Python warnings as one log line each ("warning: DataWarning: ..."), not two lines with
+  the source that issued them; libraries' deprecation notices (for their users' developers,
+  not ours) only with verbose."""
+  developer = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+  def show(message, category, filename, lineno, file=None, line=None):
+    if not verbose and issubclass(category, developer) and "llama_jax" not in filename:
+      return
+    logging.getLogger("llama_jax.warnings").warning("%s: %s", category.__name__, message)
+
+  warnings.showwarning = show
 
 
 def _is_closed_loop_error(unraisable) -> bool:

@@ -100,8 +100,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
   if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
     raise CheckpointError(f"destination {dst} would overwrite or sit inside the source {src}")
   if not dst.parent.is_dir():
-    raise CheckpointError(f"destination's parent directory {dst.parent} does not exist; create "
-                          "it first")
+    raise CheckpointError(f"destination's parent directory {dst.parent} " + (
+        "is not a directory" if dst.parent.exists() else "does not exist; create it first"))
   if not os.access(dst.parent, os.W_OK | os.X_OK):
     raise CheckpointError(f"destination's parent directory {dst.parent} is not writable (a "
                           "read-only file system or no permission)")

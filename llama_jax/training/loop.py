@@ -7,9 +7,10 @@
   evaluation and checkpoints (state + data iterator position) → a final checkpoint, evaluation
   and a greedy sample of `sample_prompt`.
 
-SIGTERM/SIGINT stop the loop after the current step; the state is saved and the process exits
-cleanly, and rerunning the same command resumes exactly where it stopped (same data order, same
-numbers). Every process runs the same program (SPMD); only process 0 prints and writes logs.
+SIGTERM/SIGINT stop the loop after the current step (the next one with several processes, see
+`preemption.py`); the state is saved, `run` returns with `stopped_early` (the CLI then exits
+with status 75), and rerunning the same command resumes exactly where it stopped (same data
+order, same numbers). Rerunning a run that is already complete trains and saves nothing. Every process runs the same program (SPMD); only process 0 prints and writes logs.
 Each process loads batch_size / process_count rows; `sharding.global_batch` assembles the global
 batch.
 """
@@ -251,8 +252,13 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
       # ---------------------------------------------------------------- the loop
       step = start_step
       if start_step >= c.steps:
+        # Nothing to train, save, evaluate or sample: all of it was done by the run that
+        # reached this step.
         say(f"done      the run was already complete at step {start_step} of {c.steps}; "
-            "nothing to train (raise --config.steps to continue it)")
+            "nothing was trained or saved (raise --config.steps to continue it)")
+        progress.close()
+        result.state = state
+        return result
       guard = stack.enter_context(preemption.PreemptionGuard())
       while step < c.steps:
         local = next(train_it)
@@ -261,20 +267,18 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
         step += 1
         pending.append((step, step_metrics))
         run_due(schedule_, step, state)
-        # With several processes the stop flag is agreed through a collective, which waits for
-        # the devices; polling it only at log steps keeps the host running ahead of them.
-        if (n_proc == 1 or step % c.log_every == 0) and guard.should_stop:
+        # Every step, on every process (see preemption.py: with several processes the flags
+        # are agreed one step behind, without stalling the host on the devices).
+        if guard.poll(mesh):
           result.stopped_early = True
           break
 
-      saved_before = mgr.latest_step() == step
-      run_final(schedule_, step, state, stopped=result.stopped_early,
-                ran_this_step=step > start_step)
+      run_final(schedule_, step, state, stopped=result.stopped_early, ran_this_step=True)
       mgr.wait()
-      if not saved_before or step > start_step:
-        say(f"saved     checkpoint of step {step} in {mgr.directory}")
+      say(f"saved     checkpoint of step {step} in {mgr.directory}")
       if result.stopped_early:
-        say(f"stopped   by a signal at step {step}; rerun the same command to resume")
+        say(f"stopped   by a signal at step {step}; checkpoint saved, rerun the same command "
+            "to resume (exit status 75)")
       progress.close()
   result.final_step, result.state = step, state
   return result
