@@ -22,7 +22,7 @@ from llama_jax.training.loop import run  # noqa: F401  (the Python API: run(conf
 _DEFAULT_CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
 
 USAGE = """\
-python -m llama_jax.train [--config=configs/RECIPE.py] [--workdir=DIR] [--config.<field>=<value> ...]
+python -m llama_jax.train [--config=configs/RECIPE.py] [--workdir=DIR] [--config.FIELD=VALUE ...]
 
 Trains a recipe (default: configs/tiny.py, a small LLaMA on this machine's Python standard
 library), or resumes it: rerunning the same command continues from the workdir's latest

@@ -266,8 +266,9 @@ def help_text(program: Program) -> str:
                       f"--{name}.steps=100.")
       if _is_required(flag):
         help_line += " (required)"
-    shown = ("" if default in (None, "", [], ()) or name == "verbose"
-             else f" (default: {','.join(map(str, default)) if isinstance(default, list) else default})")
+    if isinstance(default, list):
+      default = ",".join(map(str, default))
+    shown = "" if default in (None, "", ()) or name == "verbose" else f" (default: {default})"
     lines.append(f"  {flag_line}")
     lines += textwrap.wrap(help_line + shown, width=96, initial_indent="      ",
                            subsequent_indent="      ")

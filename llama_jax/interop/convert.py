@@ -163,7 +163,8 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
     return "workdir"
   if (p / "config.json").is_file():  # not a training config (is_workdir said so): HF's
     raise CheckpointError(
-        f"{os.fspath(path)} looks like an HF model directory, not a llama_jax checkpoint; convert it "
+        f"{os.fspath(path)} looks like an HF model directory, not a llama_jax checkpoint; "
+        f"convert it "
         f"first: python -m llama_jax.convert --from=hf --to=llama_jax --src={os.fspath(path)} "
         f"--dst=<dir>")
   if (p / "params.json").is_file():

@@ -7,10 +7,11 @@
   evaluation and checkpoints (state + data iterator position) → a final checkpoint, evaluation
   and a greedy sample of `sample_prompt`.
 
-SIGTERM/SIGINT stop the loop after the current step (the next one with several processes, see
-`preemption.py`); the state is saved, `run` returns with `stopped_early` (the CLI then exits
+SIGTERM/SIGINT stop the loop after the current step (the next one with several processes: the
+flags are agreed inside the train step, see `preemption.py`); the state is saved, `run` returns with `stopped_early` (the CLI then exits
 with status 75), and rerunning the same command resumes exactly where it stopped (same data
-order, same numbers). Rerunning a run that is already complete trains and saves nothing. Every process runs the same program (SPMD); only process 0 prints and writes logs.
+order, same numbers). Rerunning a run that is already complete trains and saves nothing.
+Every process runs the same program (SPMD); only process 0 prints and writes logs.
 Each process loads batch_size / process_count rows; `sharding.global_batch` assembles the global
 batch.
 """
@@ -180,6 +181,12 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
       else:
         state = state_lib.create_state(spec, tx, c.seed, shardings)
         start_step, origin = 0, f"random init (seed {c.seed})"
+      if start_step >= c.steps:
+        # The run that reached this step trained, evaluated, saved and sampled it all: nothing
+        # is done or written now (not even config.json or a new TensorBoard file).
+        say(f"done      the run was already complete at step {start_step} of {c.steps}; "
+            "nothing was trained or saved (raise --config.steps to continue it)")
+        return RunResult(start_step, start_step, False, {}, {}, {}, None, state)
       if is_main:
         workdir_lib.write_config(c, workdir)
         workdir_lib.keep_tokenizer(tok.path, workdir)
@@ -251,25 +258,17 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
 
       # ---------------------------------------------------------------- the loop
       step = start_step
-      if start_step >= c.steps:
-        # Nothing to train, save, evaluate or sample: all of it was done by the run that
-        # reached this step.
-        say(f"done      the run was already complete at step {start_step} of {c.steps}; "
-            "nothing was trained or saved (raise --config.steps to continue it)")
-        progress.close()
-        result.state = state
-        return result
       guard = stack.enter_context(preemption.PreemptionGuard())
       while step < c.steps:
         local = next(train_it)
         result.data_crc32[step + 1] = zlib.crc32(np.ascontiguousarray(local["tokens"]).tobytes())
+        # Every process's stop flag rides in its rows; the step agrees on them (preemption.py).
+        local[preemption.STOP_KEY] = guard.batch_flags(len(local["tokens"]))
         state, step_metrics = step_fn(state, place(local))
         step += 1
         pending.append((step, step_metrics))
         run_due(schedule_, step, state)
-        # Every step, on every process (see preemption.py: with several processes the flags
-        # are agreed one step behind, without stalling the host on the devices).
-        if guard.poll(mesh):
+        if guard.stop_now(step_metrics["stop"]):
           result.stopped_early = True
           break
 

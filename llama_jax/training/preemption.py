@@ -2,14 +2,15 @@
 
 With one process the loop reads the flag after every step and stops at once. With several,
 every process must stop at the same step (they run one SPMD program), so the flags are agreed
-on — and agreeing through a blocking all-gather after every step would stall the host until
-the devices finished that step, every step. `PreemptionGuard.poll` instead dispatches the
-agreement as a tiny jitted max over one flag per device, asynchronously, and reads the result
-of the *previous* step's agreement: by then the devices are running the next step, so the host
-waits only for work that was finishing anyway, the device queue never runs dry, and every
-process reads the same agreed value at the same step. A stop request is thus honoured one step
-after the step in progress (two at most, if it lands while a poll is reading), measured in
-experiments/preemption/measure.py.
+on — and agreeing through a blocking all-gather after every step would make the host wait for
+the devices to finish that step, every step, before it prepares the next batch. Instead the
+flags ride in the batch: each process puts its own flag in every row it loads
+(`batch_flags`, under `STOP_KEY`), the train step reduces them over the global batch inside its
+own program (no extra collective launch) and returns the maximum as its `stop` metric, and the
+loop acts on the *previous* step's value (`stop_now`): that step has finished, or is finishing,
+while the current one is queued behind it, so the host never waits for work it did not have to,
+and every process reads the same agreed value at the same step. A stop request is honoured one
+step after the step in progress (two at most). Measured in experiments/preemption_latency.py.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
+
+STOP_KEY = "stop"  # the batch entry holding the processes' stop flags (`batch_flags`)
 
 
 class PreemptionGuard:
@@ -43,8 +46,7 @@ class PreemptionGuard:
     self._previous = {}
     self._flag = threading.Event()
     self._sync_every, self._reads, self._agreed = sync_every, 0, False
-    self._agreement = None  # (jitted max, input sharding) of `poll`, built on first use
-    self._pending = None  # the last dispatched agreement, read by the next `poll`
+    self._pending = None  # the last step's `stop` metric, read by the next `stop_now`
     self.signal_received: int | None = None
 
   def _handle(self, signum, frame):
@@ -75,27 +77,23 @@ class PreemptionGuard:
       self._agreed = bool(np.any(flags))
     return self._agreed
 
-  def poll(self, mesh=None) -> bool:
-    """The per-step check of a training loop: True when every process should stop now.
+  def batch_flags(self, rows: int) -> np.ndarray:
+    """This process's stop flag, one int32 per local batch row, to go into the batch under
+    `STOP_KEY`; the train step returns their maximum over the global batch (its `stop`
+    metric)."""
+    return np.full((rows,), self._flag.is_set(), np.int32)
 
-    One process: the local flag. Several: dispatches this step's agreement (asynchronously)
-    and returns the previous step's — every process must call `poll` once per step, at the same
-    steps; see the module docstring. `mesh`: the loop's device mesh (default: all devices).
-    """
+  def stop_now(self, stop_metric) -> bool:
+    """The training loop's per-step decision, after dispatching a step whose batch carried
+    `batch_flags`; `stop_metric` is that step's `stop` metric. One process: the local flag.
+    Several: the previous step's agreed value — every process must call this once per step,
+    at the same steps (see the module docstring)."""
     if jax.process_count() == 1:
       return self._flag.is_set()
-    if self._agreement is None:
-      self._agreement = _agreement(mesh)
-    agree, sharding = self._agreement
-    flag = np.full((1,), self._flag.is_set(), np.int32)
-    shards = [jax.device_put(flag, d) for d in sharding.addressable_devices]
-    local = jax.make_array_from_single_device_arrays(
-        (len(sharding.device_set),), sharding, shards)
-    previous, self._pending = self._pending, agree(local)
+    previous, self._pending = self._pending, stop_metric
     if previous is None:
       return False
-    # Replicated: this process's copy is the agreed value. It is ready once the devices have
-    # finished the previous step, while the current one is already queued behind it.
+    # Replicated: this process's copy is the agreed value, ready once the previous step is.
     return bool(np.asarray(previous.addressable_data(0)))
 
   def __enter__(self):
@@ -112,14 +110,3 @@ class PreemptionGuard:
     self._previous = {}
     return False
 
-
-def _agreement(mesh=None):
-  """(jitted max over one int32 flag per device → replicated scalar, the flags' sharding), on
-  the loop's own mesh (all its axes flattened), so it runs inside the loop's mesh context."""
-  import jax.numpy as jnp
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec
-  if mesh is None:
-    mesh = Mesh(np.array(jax.devices()), ("devices",))
-  flags = NamedSharding(mesh, PartitionSpec(tuple(mesh.axis_names)))
-  agree = jax.jit(jnp.max, out_shardings=NamedSharding(mesh, PartitionSpec()))
-  return agree, flags

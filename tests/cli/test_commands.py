@@ -320,3 +320,79 @@ def test_readme_plan_command_fits_grad_accum_to_the_mesh(capsys, monkeypatch):
   assert status == 0, err
   assert "grad_accum 8 -> 1: the recipe's micro-batch of 8 sequences cannot be split" in out
   assert "64 x 65536 tokens, grad_accum 1 (1 sequences per device per micro-batch)" in out
+
+
+# ------------------------------------------------------------------------------ a small run
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> tuple[Path, list[str]]:
+  """A 2-step training run through the CLI (in this process); returns its workdir and args."""
+  import shutil
+  import sysconfig
+  root = tmp_path_factory.mktemp("run")
+  corpus = root / "corpus"
+  corpus.mkdir()
+  stdlib = Path(sysconfig.get_paths()["stdlib"])
+  for p in [p for p in sorted(stdlib.glob("*.py")) if 4_000 < p.stat().st_size < 16_000][:12]:
+    shutil.copy(p, corpus / (p.stem + ".txt"))
+  overrides = {
+      "steps": 2, "optim.warmup_steps": 1, "batch_size": 8, "seq_len": 32, "log_every": 1,
+      "eval_every": 0,
+      "checkpoint_every": 1, "sample_tokens": 0, "model.vocab_size": 320, "model.d_model": 32,
+      "model.n_layers": 1, "model.n_heads": 2, "model.n_kv_heads": 1, "model.ffn_dim": 64,
+      "model.max_position_embeddings": 64, "data.files": str(corpus / "*.txt"),
+      "data.cache_dir": str(root / "cache")}
+  args = [f"--config={ROOT / 'configs' / 'tiny.py'}", f"--workdir={root / 'work'}",
+          *(f"--config.{k}={v}" for k, v in overrides.items())]
+  assert cli.main(train.PROGRAM, ["train", *args]) == 0
+  return root / "work", args
+
+
+def test_rerunning_a_finished_run_says_so_and_saves_nothing(trained_run, capsys):
+  workdir, args = trained_run
+  before = snapshot(str(workdir))
+  status, out, err = run_in_process("train", args, capsys)
+  assert status == 0, err
+  assert ("done      the run was already complete at step 2 of 2; nothing was trained or "
+          "saved (raise --config.steps to continue it)") in out
+  assert "saved" not in out.replace("nothing was trained or saved", "") and "sample" not in out
+  assert snapshot(str(workdir)) == before
+
+
+def test_generate_from_a_run_is_quiet_and_warns_past_the_context(trained_run, capsys):
+  workdir, _ = trained_run
+  status, out, err = run_in_process("generate", [f"--checkpoint={workdir}", "--prompt=def f(",
+                                                 "--max_new_tokens=4"], capsys)
+  assert status == 0 and out.startswith("def f(") and err == "", err  # no orbax chatter
+  status, out, err = run_in_process("generate", [f"--checkpoint={workdir}", "--prompt=def f(",
+                                                 "--max_new_tokens=70"], capsys)
+  assert status == 0, err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and re.match(
+      r"warning: prompt \+ max_new_tokens length\(s\) \[7\d\] go past the model's "
+      r"max_position_embeddings=64, with no RoPE scaling", lines[0]), err
+
+
+def test_hf_export_of_a_run_carries_its_tokenizer_into_transformers(trained_run, tmp_path,
+                                                                    capsys):
+  """The README's `convert --from=workdir --to=hf`: the export loads in transformers, tokenizer
+  included (offline, from the directory alone), and its ids are SentencePiece's."""
+  import transformers
+  from llama_jax.data import tokenizer as tokenizer_lib
+  workdir, _ = trained_run
+  dst = tmp_path / "export"
+  status, out, err = run_in_process("convert", ["--from=workdir", "--to=hf", f"--src={workdir}",
+                                                f"--dst={dst}"], capsys)
+  assert status == 0, err
+  assert "wrote tokenizer.model" in out and "wrote tokenizer_config.json" in out
+  hf_tok = transformers.AutoTokenizer.from_pretrained(dst, local_files_only=True)
+  ours = tokenizer_lib.Tokenizer(workdir / "tokenizer.model")
+  texts = ["def add(a, b):\n    return a + b\n", "import os\n\n\nclass Point:\n\tx = 1  # tab",
+           "The quick brown fox jumps over the lazy dog.", "émoji 🤖 and ünïcode"]
+  for text in texts:
+    ids = hf_tok(text)["input_ids"]
+    assert ids == ours.encode(text, bos=True, eos=False), text
+    assert hf_tok.decode(ids, skip_special_tokens=True) == text
+  assert (hf_tok.bos_token_id, hf_tok.eos_token_id) == (ours.bos_id, ours.eos_id)
+  pipe = transformers.pipeline("text-generation", model=str(dst), device="cpu")
+  generated = pipe("def add(a, b):", max_new_tokens=4, do_sample=False)[0]["generated_text"]
+  assert generated.startswith("def add(a, b):")
