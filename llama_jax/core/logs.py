@@ -7,7 +7,8 @@ another run's checkpoints read-only, which is the point). `configure(verbose=Fal
 their WARNINGs and above, minus the known-spurious ones in `SPURIOUS`; `verbose=True` shows
 everything at INFO.
 
-Python warnings become one log line each (`warning: DataWarning: ...`).
+Python warnings become one log line each (`warning: DataWarning: ...`); libraries'
+deprecation notices show only with verbose.
 
 `silence_closed_event_loop_errors()` handles a different kind of noise: orbax reads a
 checkpoint inside a private asyncio loop that it closes as soon as the restore fails (a corrupt
@@ -36,7 +37,6 @@ SPURIOUS = tuple(re.compile(p) for p in (
     r"CheckpointManagerOptions\.read_only=True",  # orbax: ditto
     r"setting save_interval_steps=0",
     r"Logging before flag parsing goes to stderr",  # absl without app.run
-    r"is not in the set of known platforms",
 ))
 
 

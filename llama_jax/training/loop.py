@@ -8,9 +8,10 @@
   and a greedy sample of `sample_prompt`.
 
 SIGTERM/SIGINT stop the loop after the current step (the next one with several processes: the
-flags are agreed inside the train step, see `preemption.py`); the state is saved, `run` returns with `stopped_early` (the CLI then exits
-with status 75), and rerunning the same command resumes exactly where it stopped (same data
-order, same numbers). Rerunning a run that is already complete trains and saves nothing.
+flags are agreed inside the train step, see `preemption.py`); the state is saved, `run`
+returns with `stopped_early` (the CLI then exits with status 75), and rerunning the same
+command resumes exactly where it stopped (same data order, same numbers). Rerunning a run
+that is already complete trains and saves nothing.
 Every process runs the same program (SPMD); only process 0 prints and writes logs.
 Each process loads batch_size / process_count rows; `sharding.global_batch` assembles the global
 batch.

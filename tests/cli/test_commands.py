@@ -110,6 +110,8 @@ CASES = [
     ("train", [W, "--config.init_from={hf}"], USAGE, r"convert it first.*--from=hf"),
     ("train", ["--workdir={file}"], USAGE, r"--workdir=.*file.txt is a file, not a directory"),
     ("train", ["--workdir={file}/run"], USAGE, r"cannot be created: .*file.txt is a file"),
+    ("train", ["--workdir=/proc/llama_jax_run"], USAGE,  # a file system nobody can write
+     r"--workdir=/proc/llama_jax_run cannot be written: creating a directory in /proc fails"),
     ("train", [W, "--no_such_flag=1"], USAGE, r"unknown flag --no_such_flag"),
     ("train", [W, "--num_processes=2"], USAGE, r"go together"),
     ("train", [W, "stray"], USAGE, r"unexpected argument\(s\) \['stray'\]"),
@@ -159,6 +161,8 @@ CASES = [
                   "--files={binary}"], FAILURE, r"binary.txt is not UTF-8 text"),
     ("evaluate", ["--task=passkey", "--out={file}", "--checkpoint={ckpt}", "--lengths=64"],
      USAGE, r"--out=.*file.txt is a file"),
+    ("evaluate", ["--task=passkey", "--out=/proc/llama_jax_results", "--checkpoint={ckpt}",
+                  "--lengths=64"], USAGE, r"--out=/proc/llama_jax_results cannot be written"),
     ("evaluate", ["--task=passkey", "--out={new}", "--checkpoint={ckpt}", "--lengths=64",
                   "--rope_type=foo"], USAGE, r"rope_type='foo' is not a known RoPE method"),
     ("evaluate", ["--task=passkey", "--out={new}", "--checkpoint={ckpt}", "--lengths=64",
