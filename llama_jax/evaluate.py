@@ -31,20 +31,49 @@ and tables, e.g. `perplexity.png` (this run plus any --compare runs), `passkey_<
 `math_table.md`. RoPE flags
 override the checkpoint's rope: a new --rope_type starts from that type's defaults (keeping
 rope_theta), otherwise the given fields replace the checkpoint's.
+
+`core.cli` runs `PROGRAM` (flags, --help, one-line errors, exit status); `run(Options)` is the
+same thing as a Python API.
 """
 from __future__ import annotations
 
 import glob
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 from llama_jax import evals
-from llama_jax.core import files
-from llama_jax.core.errors import ConfigError, UsageError
+from llama_jax.core import cli, files
+from llama_jax.core.errors import ConfigError, DataError, UsageError
 from llama_jax.evals import plots, registry
 from llama_jax.rope import RopeConfig
 from llama_jax.rope.config import apply_overrides
+
+USAGE = """\
+python -m llama_jax.evaluate --task=TASK --out=DIR [--checkpoint=DIR] [task options]
+
+Evaluates a model (a training workdir or a converted checkpoint) and writes a JSON record and
+plots to --out. Tasks: %s (--task=plot draws earlier results).
+
+  # sliding-window perplexity (window = each length, stride 256) on local text files
+  python -m llama_jax.evaluate --checkpoint=ckpt/llama2_7b --tokenizer=tokenizer.model \\
+      --task=perplexity --files='data/govreport/*.txt' --lengths=2048,4096,8192 --out=results/
+  # ... or on a TFDS dataset prepared as ArrayRecord (read in place, no TensorFlow)
+  python -m llama_jax.evaluate ... --dataset=pg19 --split=test --min_tokens=8192
+  # the same model with YaRN s=4 applied at inference, plotted against the first run
+  python -m llama_jax.evaluate ... --task=perplexity --rope_type=yarn --factor=4 \\
+      --original_max_position_embeddings=4096 --compare=results/perplexity_llama2_7b.json
+  # passkey retrieval on a lengths x depths grid
+  python -m llama_jax.evaluate ... --task=passkey --lengths=4096,8192 --depths=0,0.5,1 --trials=10
+  # a training run's own held-out loss (its data and tokenizer)
+  python -m llama_jax.evaluate --checkpoint=runs/tiny --task=heldout --out=results/
+  # one plot from several result files
+  python -m llama_jax.evaluate --task=plot --results='results/perplexity_*.json' --out=results/
+
+A training workdir or a checkpoint that keeps its tokenizer.model needs no --tokenizer. An HF
+or Meta directory must be converted first (python -m llama_jax.convert). A warning says when a
+length goes past what the model's RoPE configuration covers."""
 
 PLOT = "plot"
 # RoPE fields settable by flag (the rest, e.g. short/long factors, through --rope_json).
@@ -94,12 +123,13 @@ def _default_label(opts: Options, rope: RopeConfig) -> str:
   return " ".join([name] + parts)
 
 
-def _expand(patterns: Sequence[str]) -> list[str]:
+def _expand(patterns: Sequence[str], flag: str) -> list[str]:
   paths = []
   for pattern in patterns:
-    found = sorted(glob.glob(pattern))
+    found = sorted(glob.glob(os.path.expanduser(pattern)))
     if not found:
-      raise FileNotFoundError(f"no result file matches {pattern!r}")
+      raise UsageError(f"{flag}={pattern!r} matches no file; give result JSON files (or globs) "
+                       "written by earlier evaluate runs")
     paths += found
   return paths
 
@@ -108,12 +138,14 @@ def _context(opts: Options, cfg):
   """The tokenizer (and, for a training workdir, its data) an evaluation may use."""
   from llama_jax.data import tokenizer as tokenizer_lib
   from llama_jax.training import workdir as workdir_lib
+  from llama_jax.interop import convert
   run = workdir_lib.read_config(opts.checkpoint) if workdir_lib.is_workdir(
       opts.checkpoint) else None
-  tokenizer = opts.tokenizer or (workdir_lib.tokenizer_path(opts.checkpoint) if run else "")
+  tokenizer = opts.tokenizer or convert.tokenizer_of(opts.checkpoint)
   if not tokenizer:
-    raise UsageError(f"--tokenizer is required for --task={opts.task} (a sentencepiece .model "
-                     "file; a training workdir as --checkpoint provides its own)")
+    raise UsageError(f"--tokenizer is required for --task={opts.task}: {opts.checkpoint} keeps "
+                     "no tokenizer.model (give the SentencePiece .model the model was trained "
+                     "with)")
   tok = tokenizer_lib.Tokenizer(tokenizer)
   tokenizer_lib.check_vocab(tok, cfg.vocab_size)
   context = registry.Context(tokenizer=tok, log=lambda s: print(s, flush=True))
@@ -128,21 +160,32 @@ def run(opts: Options) -> dict[str, Path]:
   from llama_jax.interop import convert
   if not opts.out:
     raise UsageError("--out (the results directory) is required")
+  files.check_output_directory(opts.out, "--out")
   if opts.task == PLOT:
     return run_plot(opts)
   cls = opts.evaluation()
   options = opts.resolved()
-  compare = [files.read_json(p) for p in _expand(opts.compare)]  # fail before the long part
+  # Everything that can fail fast does so before the model is loaded.
+  compare = [files.read_json(p) for p in _expand(opts.compare, "--compare")]
   if not opts.checkpoint:
     raise UsageError(f"--checkpoint is required for --task={opts.task}")
   cfg = convert.load_config(opts.checkpoint)
-  rope = apply_overrides(cfg.rope, opts.rope)
-  overrides = {"rope": rope}
-  if opts.attention:
-    overrides["attention"] = opts.attention
-  if opts.self_extend != (None, None):
-    overrides["self_extend_window"], overrides["self_extend_group"] = opts.self_extend
-  cfg.replace(**overrides)  # validates (names the rope field and value) before loading weights
+  overrides = {}
+  try:
+    rope = apply_overrides(cfg.rope, opts.rope)
+    overrides["rope"] = rope
+    if opts.attention:
+      overrides["attention"] = opts.attention
+    if opts.self_extend != (None, None):
+      overrides["self_extend_window"], overrides["self_extend_group"] = opts.self_extend
+    if opts.dtype:
+      overrides["dtype"] = overrides["param_dtype"] = opts.dtype
+    cfg = cfg.replace(**overrides)  # validates (names the field and value) before any loading
+  except ValueError as e:  # ModelConfig / RopeConfig name the field; say it came from a flag
+    raise ConfigError(f"the RoPE / --attention / --self_extend / --dtype flags give a model that "
+                      f"cannot work: {e}") from None
+  overrides.pop("dtype", None)
+  overrides.pop("param_dtype", None)
   evaluation = cls(options, _context(opts, cfg))
   try:
     model = convert.load_model(opts.checkpoint, dtype=opts.dtype or None, **overrides)
@@ -171,14 +214,14 @@ def passkey_slug(text: str) -> str:
 
 
 def run_plot(opts: Options) -> dict[str, Path]:
-  runs = [files.read_json(p) for p in _expand(opts.results)]
-  if not runs:
+  if not opts.results:
     raise UsageError("--task=plot needs --results (result JSON paths or globs)")
+  runs = [files.read_json(p) for p in _expand(opts.results, "--results")]
   out, written = Path(opts.out), {}
   for task in sorted({r.get("task") for r in runs}):
     if task not in evals.names():
-      raise ConfigError(f"result files of task {task!r} cannot be plotted; known tasks: "
-                        f"{evals.names()}")
+      raise DataError(f"result files of task {task!r} cannot be plotted (are they result JSON "
+                      f"files of llama_jax.evaluate?); known tasks: {evals.names()}")
     chosen = [r for r in runs if r.get("task") == task]
     for name, fig in evals.get(task).figures(chosen).items():
       written[name] = plots.save(fig, out / name)
@@ -200,21 +243,26 @@ def _option_flags() -> dict[str, tuple[registry.Option, list[str]]]:
 
 
 _COMMON_FLAGS = (  # (kind, name, default, help)
-    ("string", "out", None, "results directory (JSON + PNG)"),
-    ("string", "checkpoint", None, "a converted checkpoint or a training workdir"),
-    ("string", "tokenizer", None, "sentencepiece .model file (default: a workdir's own)"),
-    ("string", "rope_json", "", "RoPE overrides as JSON (or a JSON file), HF field names"),
-    ("string", "rope_type", None, "RoPE override: method"),
+    ("string", "out", None, "Results directory (JSON + PNG); created if missing."),
+    ("string", "checkpoint", None, "A training workdir or a converted checkpoint (python -m "
+     "llama_jax.convert makes one from HF or Meta weights)."),
+    ("string", "tokenizer", None, "SentencePiece .model file (default: the one kept with the "
+     "checkpoint)."),
+    ("string", "rope_json", "", "RoPE overrides as a JSON object or file, HF field names "
+     "(e.g. LongRoPE's short_factor/long_factor)."),
+    ("string", "rope_type", None, "RoPE override: the method (default, linear, ntk, dynamic, "
+     "yarn, ...); starts from that method's defaults."),
     *(("integer" if name == "original_max_position_embeddings" else "float", name, None,
-       f"RoPE override: {name}") for name in ROPE_FLAGS[1:]),
-    ("string", "dtype", "", "compute dtype override (float32 | bfloat16)"),
-    ("string", "attention", "", "attention kernel override (xla | chunked | ...)"),
+       f"RoPE override: {name}.") for name in ROPE_FLAGS[1:]),
+    ("string", "dtype", "", "Compute dtype override: float32, bfloat16 or float16."),
+    ("string", "attention", "", "Attention kernel override (xla, xla_blocked, chunked, ...)."),
     ("integer", "self_extend_window", None, "Self-Extend neighbour window W (with "
-     "--self_extend_group; W a multiple of G)"),
-    ("integer", "self_extend_group", None, "Self-Extend group size G"),
-    ("string", "label", "", "name of this run in results and plots"),
-    ("list", "results", [], "task=plot: result JSONs or globs"),
-    ("list", "compare", [], "earlier result JSONs to plot alongside"),
+     "--self_extend_group; W a multiple of G)."),
+    ("integer", "self_extend_group", None, "Self-Extend group size G."),
+    ("string", "label", "", "Name of this run in results and plots (default: the checkpoint's "
+     "name and RoPE overrides)."),
+    ("list", "results", [], "--task=plot: result JSON files or globs."),
+    ("list", "compare", [], "Earlier result JSON files to plot alongside this run."),
 )
 _KINDS = {int: "integer", float: "float", str: "string", bool: "bool", tuple: "string"}
 
@@ -223,7 +271,7 @@ def define_flags(flag_values=None):
   """Defines the CLI's flags on `flag_values` (default: absl's global flags)."""
   from absl import flags
   fv = flags.FLAGS if flag_values is None else flag_values
-  flags.DEFINE_string("task", None, f"what to run: {tasks()}", flag_values=fv)
+  flags.DEFINE_string("task", None, f"What to run: one of {tasks()}.", flag_values=fv)
   for kind, name, default, help_text in _COMMON_FLAGS:
     getattr(flags, f"DEFINE_{kind}")(name, default, help_text, flag_values=fv)
   for name, (option, used_by) in _option_flags().items():
@@ -233,9 +281,21 @@ def define_flags(flag_values=None):
   flags.mark_flags_as_required(["task", "out"], flag_values=fv)
 
 
+def _rope_json(text: str) -> dict:
+  if not text:
+    return {}
+  try:
+    value = json.loads(Path(text).read_text() if Path(text).is_file() else text)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise UsageError(f"--rope_json={text!r:.80} is neither a JSON object nor a JSON file: "
+                     f"{e}") from None
+  if not isinstance(value, dict):
+    raise UsageError(f"--rope_json must be a JSON object of RoPE fields, got {value!r:.80}")
+  return value
+
+
 def options_from_flags(f) -> Options:
-  rope = dict(json.loads(Path(f.rope_json).read_text() if Path(f.rope_json).is_file()
-                         else f.rope_json)) if f.rope_json else {}
+  rope = _rope_json(f.rope_json)
   for name in ROPE_FLAGS:
     value = getattr(f, name)
     if value is not None:
@@ -265,7 +325,7 @@ def main(argv, flag_values=None):
       print(f"wrote {path}")
 
 
+PROGRAM = cli.Program("evaluate", USAGE % ", ".join(tasks()), define_flags, main)
+
 if __name__ == "__main__":
-  from absl import app
-  define_flags()
-  app.run(main)
+  cli.run(PROGRAM)

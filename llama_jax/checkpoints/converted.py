@@ -4,6 +4,7 @@ Format — a directory holding:
 
   model_config.json   `ModelConfig.to_dict()` as JSON (shapes, RoPE method and parameters, dtypes,
                       token ids); `ModelConfig.from_dict` reads it back.
+  tokenizer.model     (optional) the SentencePiece model the weights were trained with
   params/             the parameter tree (the nested dict of `model.to_params`, paths as in
                       `interop/hf_layout.py`: `embed`, `layers/attention/q`, ..., `lm_head` unless tied),
                       saved by orbax's PyTree checkpointer as compressed zarr3 arrays in the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,7 @@ from llama_jax.model.spec import ModelSpec
 
 MODEL_CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
+TOKENIZER_FILE = "tokenizer.model"  # optional: the tokenizer the model was trained with
 CHUNK_BYTES = 64 * 2**20
 
 
@@ -103,11 +106,12 @@ def _save_args(params: dict):
 
 
 def save_converted(path: str | os.PathLike, cfg: ModelConfig, params: dict,
-                   overwrite: bool = False) -> Path:
+                   overwrite: bool = False, tokenizer: str | os.PathLike | None = None) -> Path:
   """Writes a converted checkpoint (model_config.json + params/) atomically; returns its path.
 
   `params` leaves may be NumPy arrays (handed to orbax as they are, no extra copy) or jax
-  Arrays; they must have the config's shapes and `param_dtype`.
+  Arrays; they must have the config's shapes and `param_dtype`. `tokenizer`: a SentencePiece
+  .model kept alongside as `tokenizer.model` (generation and evaluation then find it).
   """
   import orbax.checkpoint as ocp
   check_params("params to save", params, cfg)
@@ -118,6 +122,8 @@ def save_converted(path: str | os.PathLike, cfg: ModelConfig, params: dict,
                             f"param_dtype is {cfg.param_dtype}; cast it or change param_dtype")
   with atomic_directory(path, overwrite) as tmp:
     (tmp / MODEL_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if tokenizer is not None:
+      shutil.copyfile(os.path.expanduser(os.fspath(tokenizer)), tmp / TOKENIZER_FILE)
     with _checkpointer(saving=True) as ckptr:
       ckptr.save(tmp / PARAMS_DIR, args=ocp.args.PyTreeSave(params, save_args=_save_args(params)))
   return Path(path)

@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from llama_jax.core import logs
 from llama_jax.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,24 @@ STATE, DATA = "state", "data"
 CHECKPOINTS_DIR = "checkpoints"  # inside a workdir
 
 
+_SHAPE = re.compile(r"Requested shape: (\(.*?\)) is not compatible with the stored shape: "
+                    r"(\(.*?\))")
+
+
+def _reason(error: BaseException) -> str:
+  """Why a step could not be restored, in one line: orbax's shape mismatch without its advice
+  (strict=False would pad or truncate the weights, never what a resume wants), a corrupt
+  array without TensorStore's object dump."""
+  text = str(error)
+  shape = _SHAPE.search(text)
+  if shape:
+    return (f"an array of shape {shape.group(2)} in the checkpoint where the current config "
+            f"expects {shape.group(1)}")
+  if "Encountered error while reading" in text or "DATA_LOSS" in text:
+    return "its array files are unreadable (truncated or corrupt)"
+  first = text.splitlines()[0] if text else ""
+  first = re.sub(r"\s*See full TensorStore details:.*", "", first)
+  return f"{type(error).__name__}: {first[:300]}"
 
 
 def _check_json(data_state) -> dict:
@@ -149,6 +169,9 @@ class CheckpointManager:
     newer step is reported with a warning and skipped (its files are left alone). An explicit
     `step` must exist and be readable.
     """
+    # A failed restore leaves TensorStore reads running after orbax closed its event loop;
+    # their harmless "Event loop is closed" reports are dropped (see core/logs.py).
+    logs.silence_closed_event_loop_errors()
     self._mgr.wait_until_finished()
     self._mgr.reload()  # another process may have written steps since this manager started
     steps = self.all_steps()
@@ -166,14 +189,12 @@ class CheckpointManager:
         state, data_state = self._restore_step(candidate, abstract_state)
       except Exception as e:  # noqa: BLE001 - any failure to read a step means "try older"
         failures.append((candidate, e))
-        log.warning("checkpoint step %d in %s could not be restored (%s: %s); trying the "
-                    "previous step. Its files are left in place.", candidate, self.directory,
-                    type(e).__name__, str(e).splitlines()[0][:500] if str(e) else "")
+        log.warning("checkpoint step %d in %s could not be restored (%s); trying the previous "
+                    "step. Its files are left in place.", candidate, self.directory, _reason(e))
         continue
       self._unreadable = [s for s, _ in failures]
       return state, data_state, candidate
-    details = "; ".join(f"step {s}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                        for s, e in failures)
+    details = "; ".join(f"step {s}: {_reason(e)}" for s, e in failures)
     raise CheckpointError(
         f"none of the checkpoints in {self.directory} could be restored ({details}). If the "
         "model or optimizer config changed since they were written, restore the original "

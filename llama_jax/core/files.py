@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from llama_jax.core.errors import CheckpointError
+from llama_jax.core.errors import CheckpointError, DataError, UsageError
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = False
@@ -48,8 +48,46 @@ def read_json(path: str | os.PathLike) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
   except FileNotFoundError:
     raise FileNotFoundError(f"result file {path} does not exist") from None
-  except json.JSONDecodeError as e:
-    raise ValueError(f"result file {path} is not valid JSON: {e}") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise DataError(f"result file {path} is not valid JSON: {e}") from None
+
+
+def check_output_directory(path: str | os.PathLike, what: str) -> Path:
+  """Raises UsageError unless `path` is a directory, or one that can be created, that this
+  process can write into; creates nothing (a command checks its output location before it
+  does any work, so a bad one fails in a second and leaves nothing behind)."""
+  p = Path(os.path.expanduser(os.fspath(path)))
+  if p.exists() and not p.is_dir():
+    raise UsageError(f"{what}={os.fspath(path)} is a file, not a directory; choose a directory "
+                     "path (it is created if missing)")
+  existing = p.absolute()
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    raise UsageError(f"{what}={os.fspath(path)} cannot be created: {existing} is a file")
+  try:  # a real probe: os.access trusts mode bits, which root ignores and /proc does not have
+    os.rmdir(tempfile.mkdtemp(prefix=".llama_jax-probe-", dir=existing))
+  except OSError as e:
+    raise UsageError(f"{what}={os.fspath(path)} cannot be written: creating a directory in "
+                     f"{existing} fails ({e.strerror}); choose a writable location") from None
+  return p
+
+
+def check_output_file(path: str | os.PathLike, what: str) -> Path:
+  """Like `check_output_directory` for a file to be written: not a directory, and its
+  directory writable (or creatable); creates nothing."""
+  p = Path(os.path.expanduser(os.fspath(path)))
+  if p.is_dir():
+    raise UsageError(f"{what}={os.fspath(path)} is a directory; give a file path")
+  parent = p.absolute().parent
+  existing = parent
+  while not existing.exists():
+    existing = existing.parent
+  if not existing.is_dir():
+    raise UsageError(f"{what}={os.fspath(path)} cannot be written: {existing} is a file, not a "
+                     "directory")
+  check_output_directory(parent, what)
+  return p
 
 
 @contextlib.contextmanager

@@ -18,7 +18,9 @@ two processes building at once do not see each other's half-written files.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -137,14 +139,19 @@ def _build(corpus: sources.LocalCorpus, data_cfg, dest: str) -> None:
 
 
 class _quiet_tfds:
-  """Hides TFDS progress bars during a build, restoring the caller's setting after."""
+  """Hides TFDS progress bars and its "Downloading and preparing dataset Unknown size ..."
+  banners (printed to stdout; this module logs its own line) during a build, restoring the
+  caller's settings after."""
 
   def __enter__(self):
     from tensorflow_datasets.core.utils import tqdm_utils
     self._was = getattr(tqdm_utils, "_active", True)
     tfds.display_progress_bar(False)
+    self._stdout = contextlib.redirect_stdout(io.StringIO())
+    self._stdout.__enter__()
 
   def __exit__(self, *exc):
+    self._stdout.__exit__(*exc)
     tfds.display_progress_bar(self._was)
 
 

@@ -171,7 +171,8 @@ def check_vocab(tokenizer: Tokenizer, model_vocab_size: int, *, bos_id: int | No
     raise DataError(
         f"tokenizer {tokenizer.path!r} has {tokenizer.vocab_size} tokens but model.vocab_size="
         f"{model_vocab_size}: token ids up to {tokenizer.vocab_size - 1} would index past the "
-        f"embedding table. Set --config.model.vocab_size={tokenizer.vocab_size}, or use a "
+        f"embedding table, so it is not the tokenizer this model was trained with. Set "
+        f"--config.model.vocab_size={tokenizer.vocab_size} to train a model for it, or use a "
         f"tokenizer with at most {model_vocab_size} tokens")
   for name, want, have in (("bos_id", bos_id, tokenizer.bos_id),
                            ("eos_id", eos_id, tokenizer.eos_id)):

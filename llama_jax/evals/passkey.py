@@ -8,11 +8,13 @@ greedy decoding of at most 10 tokens and is right iff the first integer in its a
 Differences from the reference script, all deliberate:
 - The key's depth is a parameter (0 = right after the task description, 1 = right before the
   question) instead of uniformly random, so accuracy is reported on a lengths x depths grid.
-- The garbage length is the smallest multiple of `step` characters whose prompt reaches the
-  target token count (BOS included): the prompt is at least the target, and one step less of
-  garbage would be below it. The reference took the last length below the target. The search
-  brackets from an estimate and then bisects, so a 128k-token prompt costs a few tokenizations,
-  not thousands.
+- The prompt is built to the requested token count and never over it: the garbage is the
+  longest (in characters) whose prompt, BOS included, has at most the target count, so one
+  more character would pass it. The reference grew the garbage in 128-character steps until
+  the prompt reached the target, overshooting by up to a step (~25 tokens with LLaMA's
+  tokenizer) — the cell at the trained length then really sat past it. The search brackets
+  from an estimate in `step`-character jumps and then bisects to one character, so a
+  128k-token prompt costs a few dozen tokenizations, not thousands.
 
 A progress bar with ETA counts the trials (on a terminal only, `core.progress`).
 """
@@ -72,41 +74,41 @@ class Prompt:
 
 def find_garbage_length(count: Callable[[int], int], target: int, step: int, hint: int = 0
                         ) -> int:
-  """The smallest multiple n of `step` with count(n) >= target and count(n - step) < target.
+  """The largest n (characters) with count(n) <= target and count(n + 1) > target.
 
   `count(n)` is the token count of the prompt with n garbage characters. The search keeps
-  count(lo) < target <= count(hi), first widening from `hint` by doubling jumps, then bisecting
-  until hi - lo == step: the bracket property holds even where `count` is not monotone.
+  count(lo) <= target < count(hi): it widens from `hint` by doubling jumps of `step`
+  characters, then bisects until hi == lo + 1. The bracket holds even where `count` is not
+  monotone (cutting words by characters can), so the result never exceeds the target.
   """
-  if count(0) >= target:
+  if count(0) > target:
     raise ValueError(f"passkey length {target} is too short: the prompt without garbage already "
                      f"has {count(0)} tokens")
-  n = max(0, hint // step) * step
-  jump = step
-  if n > 0 and count(n) >= target:  # walk down until below the target
-    hi = n
-    lo = max(0, hi - jump)
-    while lo > 0 and count(lo) >= target:
-      hi, jump = lo, jump * 2
-      lo = max(0, hi - jump)
-  else:  # walk up until at or above the target
-    lo = n
-    hi = lo + jump
-    while count(hi) < target:
+  n, jump = max(0, int(hint)), max(1, int(step))
+  if count(n) <= target:  # walk up until past the target
+    lo, hi = n, n + jump
+    while count(hi) <= target:
       lo, jump = hi, jump * 2
       hi = lo + jump
-  while hi - lo > step:
-    mid = lo + (hi - lo) // (2 * step) * step
-    if count(mid) >= target:
-      hi = mid
-    else:
+  else:  # walk down until within it
+    hi = n
+    lo = max(0, hi - jump)
+    while count(lo) > target:
+      hi, jump = lo, jump * 2
+      lo = max(0, hi - jump)
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    if count(mid) <= target:
       lo = mid
-  return hi
+    else:
+      hi = mid
+  return lo
 
 
 def build_prompt(tokenizer, target: int, depth: float, key: int, step: int = 128,
                  hint: int = 0) -> Prompt:
-  """A passkey prompt of at least `target` tokens (BOS included), within one garbage step."""
+  """A passkey prompt of at most `target` tokens (BOS included), one garbage character short
+  of passing it; `step` is the search's jump in characters (see `find_garbage_length`)."""
   if not 0.0 <= depth <= 1.0:
     raise ValueError(f"passkey depth={depth} must be within [0, 1]")
   if not 1 <= key <= MAX_KEY:
@@ -187,7 +189,7 @@ class Passkey(registry.Evaluation):
       "depths": Option((0.0, 0.25, 0.5, 0.75, 1.0), "key depths in [0, 1]", float),
       "trials": Option(10, "random keys per length and depth"),
       "seed": Option(0, "key seed"),
-      "garbage_step": Option(128, "garbage length granularity (characters)"),
+      "garbage_step": Option(128, "first jump of the prompt-length search (characters)"),
       "pad_multiple": Option(64, "pad prompts to a multiple of this (shared compilations)"),
       "batch_size": Option(1, "prompts per generation call"),
       "e2llm_window": Option(0, "E²-LLM pre-training window L: decode each prompt with the PI "
@@ -220,6 +222,8 @@ class Passkey(registry.Evaluation):
                                      e2llm_window=c["e2llm_window"])
       return out
 
+    if not c["e2llm_window"]:  # an E²-LLM scale covers each length by construction
+      registry.warn_past_context(model, c["lengths"], "passkey prompt")
     record = evaluate(generate_fn, tok, c["lengths"], c["depths"], c["trials"], seed=c["seed"],
                       step=c["garbage_step"], log=self.context.log)
     record.pop("task")

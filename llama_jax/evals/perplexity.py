@@ -248,6 +248,7 @@ class Perplexity(registry.Evaluation):
 
   def run(self, model) -> registry.Result:
     c = self.config
+    registry.warn_past_context(model, c["lengths"], "perplexity window")
     self.context.log(f"perplexity: {len(self.docs)} documents, "
                      f"{sum(map(len, self.docs))} tokens")
     results = evaluate(model, self.docs, c["lengths"], stride=c["stride"],

@@ -8,10 +8,12 @@ Both return the Figure (tests inspect it); `save(fig, path)` writes it atomicall
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
 
+from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -36,12 +38,52 @@ def perplexity_figure(runs: Sequence[dict], metric: str = "ppl", title: str | No
   ax.set_xlabel("context length (tokens)")
   ax.set_ylabel("perplexity" if metric == "ppl" else metric.replace("_", " "))
   ax.set_yscale("log")
+  values = [r[metric] for run in runs for r in run["results"] if r.get(metric, 0) > 0]
+  if values:
+    _plain_log_axis(ax.yaxis, min(values), max(values))
   modes = {run.get("mode") for run in runs}
   ax.set_title(title or "perplexity" + (f" ({modes.pop()})" if len(modes) == 1 else ""))
   ax.grid(True, which="both", alpha=0.3)
   ax.legend(fontsize="small")
   fig.tight_layout()
   return fig
+
+
+def plain_number(value: float, _pos=None) -> str:
+  """78, 6.6, 1,250 — not matplotlib's log-axis 7.8×10¹."""
+  if value >= 1e4:
+    return f"{value:,.0f}"
+  return f"{value:.4g}"
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+  """4-12 round tick values spanning [lo, hi] on a log axis: decades, then 1-2-5 steps, then
+  finer steps when the range is narrow."""
+  lo, hi = min(lo, hi), max(lo, hi)
+  first, last = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+  steps = [(1.0,), (1.0, 2.0, 5.0)] + [
+      tuple(round(1 + i * step, 4) for i in range(round(9 / step))) for step in
+      (0.5, 0.2, 0.1, 0.05, 0.02, 0.01)]
+  ticks: list[float] = []
+  for mantissas in steps:
+    ticks = sorted({round(m * 10.0 ** k, 8) for k in range(first, last + 1) for m in mantissas
+                    if lo / 1.05 <= m * 10.0 ** k <= hi * 1.05})
+    if len(ticks) >= 4:
+      break
+  if len(ticks) > 12:
+    ticks = ticks[::-(-len(ticks) // 12)]
+  return ticks
+
+
+def _plain_log_axis(axis, lo: float, hi: float) -> None:
+  """Round ticks labelled as plain numbers on a log-scaled axis; no minor labels."""
+  ticks = log_ticks(lo, hi)
+  if ticks:
+    bottom, top = min(lo, ticks[0]) / 1.08, max(hi, ticks[-1]) * 1.08
+    axis.axes.set_ylim(bottom, top)
+    axis.set_ticks(ticks)
+  axis.set_major_formatter(ticker.FuncFormatter(plain_number))
+  axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def passkey_figure(result: dict, title: str | None = None) -> Figure:

@@ -16,7 +16,8 @@ imports every module (`core.registry`'s idiom).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Mapping
+import logging
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 from llama_jax.core.errors import ConfigError
 from llama_jax.core.registry import Registry
@@ -119,14 +120,15 @@ def get(name: str) -> type[Evaluation]:
 def _coerce(value, option: Option, where: str):
   want = option.type
   if want is tuple:
+    given = value
     if isinstance(value, str):
       value = [v for v in value.split(",") if v.strip()]
     if not isinstance(value, (list, tuple)):
-      raise ConfigError(f"{where}={value!r}; allowed: a list of {option.element.__name__}")
+      raise ConfigError(f"{where}={given!r}; allowed: a list of {option.element.__name__}")
     try:
       return tuple(option.element(v) if option.element else v for v in value)
     except (TypeError, ValueError):
-      raise ConfigError(f"{where}={value!r}; allowed: a list of "
+      raise ConfigError(f"{where}={given!r}; allowed: a comma-separated list of "
                         f"{option.element.__name__}") from None
   if want is bool:
     if not isinstance(value, bool):
@@ -159,3 +161,13 @@ def resolve_options(cls: type[Evaluation], given: Mapping[str, Any],
 
 def build(type_name: str, options: Mapping[str, Any], context: Context) -> Evaluation:
   return get(type_name)(options, context)
+
+
+def warn_past_context(model, lengths: Sequence[int], what: str) -> str | None:
+  """Logs (and returns) a warning when any of `lengths` goes past what the model's RoPE
+  configuration covers (`rope.config.covered_length`): numbers there measure extrapolation."""
+  from llama_jax.rope.config import past_context_warning
+  message = past_context_warning(model.cfg.rope, lengths, what)
+  if message:
+    logging.getLogger("llama_jax.evals").warning(message)
+  return message

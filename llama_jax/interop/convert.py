@@ -31,8 +31,8 @@ from llama_jax.model import spec as spec_lib
 from llama_jax.model.config import ModelConfig
 from llama_jax.training import run_reader, workdir as workdir_lib
 
-__all__ = ["CheckpointError", "convert", "load_config", "load_hf", "load_model", "load_params",
-           "read", "save_converted"]
+__all__ = ["CheckpointError", "checkpoint_kind", "convert", "load_config", "load_hf",
+           "load_model", "load_params", "read", "save_converted", "tokenizer_of"]
 
 SOURCES = ("hf", "meta", "llama_jax", "workdir")
 TARGETS = ("llama_jax", "hf")
@@ -70,15 +70,26 @@ def read(src_format: str, src: str | os.PathLike, dtype: str | None = None,
   return cfg, (load_params(src, cfg) if params is None else params)
 
 
+def source_tokenizer(src: str | os.PathLike, src_format: str) -> str | None:
+  """The tokenizer.model a conversion source keeps (a workdir's, a converted checkpoint's, the
+  one in an HF or Meta directory), or None."""
+  if src_format in ("workdir", "llama_jax"):
+    return tokenizer_of(src)
+  from llama_jax.interop import hf_tokenizer
+  return hf_tokenizer.find_tokenizer(src, src_format)
+
+
 def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
             dst_format: str = "llama_jax", *, dtype: str | None = None, overwrite: bool = False,
-            max_shard_bytes: int | None = None,
-            max_position_embeddings: int | None = None) -> tuple[ModelConfig, list[Path]]:
+            max_shard_bytes: int | None = None, max_position_embeddings: int | None = None,
+            tokenizer: str | os.PathLike | None = None) -> tuple[ModelConfig, list[Path]]:
   """Converts a checkpoint directory; returns the config and the top-level paths written.
 
   dtype: parameter dtype of the result (default: as stored in the source). max_shard_bytes:
   shard size limit of an HF export. max_position_embeddings: context length of a Meta
-  checkpoint whose params.json has no max_seq_len.
+  checkpoint whose params.json has no max_seq_len. tokenizer: the SentencePiece model to keep
+  with the result (default: the source's, `source_tokenizer`); an HF export writes it with the
+  files `transformers.AutoTokenizer` reads.
   """
   if dst_format not in TARGETS:
     raise CheckpointError(f"target format {dst_format!r} is unknown; allowed: {list(TARGETS)}")
@@ -88,6 +99,20 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
     raise CheckpointError(f"destination {dst} already exists; pass --overwrite to replace it")
   if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
     raise CheckpointError(f"destination {dst} would overwrite or sit inside the source {src}")
+  if not dst.parent.is_dir():
+    raise CheckpointError(f"destination's parent directory {dst.parent} " + (
+        "is not a directory" if dst.parent.exists() else "does not exist; create it first"))
+  if not os.access(dst.parent, os.W_OK | os.X_OK):
+    raise CheckpointError(f"destination's parent directory {dst.parent} is not writable (a "
+                          "read-only file system or no permission)")
+  if not src.is_dir():
+    raise CheckpointError(f"source {src} is not a directory" + (
+        "" if src.exists() else " (it does not exist)"))
+  if tokenizer is None:
+    tokenizer = source_tokenizer(src, src_format)
+  if tokenizer is not None and not Path(os.path.expanduser(os.fspath(tokenizer))).is_file():
+    raise CheckpointError(f"tokenizer {os.fspath(tokenizer)} does not exist; give a "
+                          "SentencePiece .model file")
   if src_format == "llama_jax" and dst_format == "hf":
     # Stream layer slices straight from the stored arrays instead of restoring the model.
     cfg = converted.load_config(src)
@@ -97,11 +122,13 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
   else:
     cfg, params = read(src_format, src, dtype, max_position_embeddings)
   if dst_format == "llama_jax":
-    save_converted(dst, cfg, params, overwrite=overwrite)
-    return cfg, [dst / converted.MODEL_CONFIG_FILE, dst / converted.PARAMS_DIR]
+    save_converted(dst, cfg, params, overwrite=overwrite, tokenizer=tokenizer)
+    return cfg, [dst / converted.MODEL_CONFIG_FILE, dst / converted.PARAMS_DIR] + (
+        [dst / converted.TOKENIZER_FILE] if tokenizer is not None else [])
   from llama_jax.interop import hf as hf_format
   kwargs = {} if max_shard_bytes is None else {"max_shard_bytes": max_shard_bytes}
-  return cfg, hf_format.write_hf(dst, cfg, params, dtype=dtype, overwrite=overwrite, **kwargs)
+  return cfg, hf_format.write_hf(dst, cfg, params, dtype=dtype, overwrite=overwrite,
+                                 tokenizer=tokenizer, **kwargs)
 
 
 def load_hf(path: str | os.PathLike, dtype: str | None = None):
@@ -115,9 +142,52 @@ def load_hf(path: str | os.PathLike, dtype: str | None = None):
   return spec_lib.from_params(cfg, params)
 
 
+def checkpoint_kind(path: str | os.PathLike) -> str:
+  """'converted' or 'workdir' for a directory `load_model` can read; otherwise a
+  CheckpointError that says what `path` is and what to run instead."""
+  p = Path(os.path.expanduser(os.fspath(path)))
+  make = ("make one with `python -m llama_jax.convert --from=hf|meta --to=llama_jax "
+          "--src=<dir> --dst=<dir>`, or give a training workdir")
+  if not p.exists():
+    raise CheckpointError(f"checkpoint {os.fspath(path)} does not exist; {make}")
+  if not p.is_dir():
+    raise CheckpointError(f"checkpoint {os.fspath(path)} is a file, not a checkpoint directory; "
+                          f"{make}")
+  if converted.is_converted(p):
+    return "converted"
+  if workdir_lib.is_workdir(p):
+    steps = p / workdir_lib.CHECKPOINTS_DIR
+    if not steps.is_dir() or not any(c.name.isdigit() for c in steps.iterdir()):
+      raise CheckpointError(f"{os.fspath(path)} is a training workdir without checkpoints yet "
+                            "(train it first, or wait for its first checkpoint_every)")
+    return "workdir"
+  if (p / "config.json").is_file():  # not a training config (is_workdir said so): HF's
+    raise CheckpointError(
+        f"{os.fspath(path)} looks like an HF model directory, not a llama_jax checkpoint; "
+        f"convert it "
+        f"first: python -m llama_jax.convert --from=hf --to=llama_jax --src={os.fspath(path)} "
+        f"--dst=<dir>")
+  if (p / "params.json").is_file():
+    raise CheckpointError(
+        f"{os.fspath(path)} is a Meta checkpoint directory; convert it first: python -m "
+        f"llama_jax.convert --from=meta --to=llama_jax --src={os.fspath(path)} --dst=<dir>")
+  if p.name == workdir_lib.CHECKPOINTS_DIR and workdir_lib.is_workdir(p.parent):
+    raise CheckpointError(f"{os.fspath(path)} is the checkpoints/ folder of a training run; give "
+                          f"the run's workdir itself: {p.parent}")
+  raise CheckpointError(
+      f"{os.fspath(path)} is neither a converted checkpoint (model_config.json + params/) nor a "
+      f"training workdir (config.json + checkpoints/); {make}")
+
+
+def tokenizer_of(path: str | os.PathLike) -> str | None:
+  """The tokenizer.model kept with a training workdir or a converted checkpoint, if any."""
+  file = Path(os.path.expanduser(os.fspath(path))) / workdir_lib.TOKENIZER_FILE
+  return str(file) if file.is_file() else None
+
+
 def load_config(path: str | os.PathLike) -> ModelConfig:
   """The ModelConfig of a converted checkpoint or of a training workdir."""
-  if not converted.is_converted(path) and workdir_lib.is_workdir(path):
+  if checkpoint_kind(path) == "workdir":
     return run_reader.model_config(path)
   return converted.load_config(path)
 
@@ -135,7 +205,7 @@ def load_model(path: str | os.PathLike, dtype: str | None = None, **cfg_override
     cfg_overrides = {"param_dtype": dtype, "dtype": dtype, **cfg_overrides}
   if cfg_overrides:
     cfg = cfg.replace(**cfg_overrides)
-  if not converted.is_converted(path) and workdir_lib.is_workdir(path):
+  if checkpoint_kind(path) == "workdir":
     params, _ = run_reader.latest_params(path)  # a training run: its newest checkpoint
     return spec_lib.from_params(cfg, params)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

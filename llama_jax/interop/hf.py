@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from llama_jax.interop import hf_layout as weights
+from llama_jax.interop import hf_tokenizer
 from llama_jax.checkpoints.converted import CheckpointError, atomic_directory, check_params, np_dtype
 from llama_jax.model.config import ModelConfig
 
@@ -177,11 +178,13 @@ def _header(names: list[str], shapes: dict, dtype: str) -> bytes:
 
 
 def write_hf(dst: str | os.PathLike, cfg: ModelConfig, params: dict, dtype: str | None = None,
-             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, overwrite: bool = False) -> list[Path]:
+             max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, overwrite: bool = False,
+             tokenizer: str | os.PathLike | None = None) -> list[Path]:
   """Writes an HF LlamaForCausalLM directory atomically; returns the files written.
 
   dtype: on-disk dtype (default: cfg.param_dtype). More than one shard → model-0000k-of-
-  0000N.safetensors + model.safetensors.index.json, else model.safetensors.
+  0000N.safetensors + model.safetensors.index.json, else model.safetensors. tokenizer: a
+  SentencePiece .model to include with the files `AutoTokenizer` reads (`hf_tokenizer`).
   """
   dtype = dtype or cfg.param_dtype
   if dtype not in _NAMES:
@@ -197,6 +200,8 @@ def write_hf(dst: str | os.PathLike, cfg: ModelConfig, params: dict, dtype: str 
   with atomic_directory(dst, overwrite) as tmp:
     hf_config = cfg.to_hf(torch_dtype=dtype)
     (tmp / CONFIG).write_text(json.dumps(hf_config, indent=2) + "\n")
+    tokenizer_files = [] if tokenizer is None else [
+        Path(dst) / p.name for p in hf_tokenizer.write_tokenizer(tmp, tokenizer, cfg)]
     for file, names in zip(files, plan):
       with open(tmp / file, "wb") as f:
         f.write(_header(names, shapes, dtype))
@@ -212,5 +217,6 @@ def write_hf(dst: str | os.PathLike, cfg: ModelConfig, params: dict, dtype: str 
       index = {"metadata": {"total_size": total}, "weight_map": weight_map}
       (tmp / INDEX).write_text(json.dumps(index, indent=2) + "\n")
   dst = Path(dst)
-  return [dst / CONFIG] + [dst / f for f in files] + ([dst / INDEX] if n > 1 else [])
+  return ([dst / CONFIG] + [dst / f for f in files] + ([dst / INDEX] if n > 1 else [])
+          + tokenizer_files)
 

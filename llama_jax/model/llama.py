@@ -32,12 +32,14 @@ from typing import NamedTuple
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from llama_jax import attention as attention_lib
 from llama_jax.attention import self_extend
 from llama_jax import rope as rope_lib
+from llama_jax.core.errors import DataError
 from llama_jax.parallel.logical_axes import Rules, constrain
 from llama_jax.model.config import ModelConfig
 from llama_jax.model.remat import remat
@@ -278,6 +280,7 @@ class Llama(nnx.Module):
     long sequence never exist at once. Returns (hidden, updated cache or None).
     """
     cfg = self.cfg
+    tokens = token_ids(tokens, cfg.vocab_size)
     b, t = tokens.shape
     if positions is None:
       start = 0 if cache is None else cache.index
@@ -316,6 +319,32 @@ class Llama(nnx.Module):
     if cache is not None:
       new_cache = new_cache.replace(k=kv[0], v=kv[1])
     return x, new_cache
+
+
+def token_ids(tokens, vocab_size: int):
+  """`tokens` as an integer array [batch, seq], checked at the API boundary.
+
+  Python lists and NumPy arrays become arrays; concrete inputs (not traced inside `jit`) must
+  hold ids in [0, vocab_size): an id past the table would otherwise be clamped by the gather
+  and silently return the logits of another token. Inside `jit` only shapes and dtypes can be
+  checked, so traced tokens are passed through after those.
+  """
+  if not isinstance(tokens, (jax.Array, jax.core.Tracer)):
+    tokens = np.asarray(tokens)
+  if tokens.ndim != 2:
+    raise DataError(f"token ids must be [batch, seq] (e.g. [[1, 450, 4996]] for one sequence); "
+                    f"got shape {tuple(tokens.shape)}")
+  if not jnp.issubdtype(tokens.dtype, jnp.integer):
+    raise DataError(f"token ids must be integers; got dtype {tokens.dtype}")
+  if isinstance(tokens, jax.core.Tracer) or (isinstance(tokens, jax.Array)
+                                             and not tokens.is_fully_addressable):
+    return tokens
+  host = np.asarray(tokens)
+  if host.size and (host.min() < 0 or host.max() >= vocab_size):
+    bad = int(host.min() if host.min() < 0 else host.max())
+    raise DataError(f"token id {bad} is outside the model's vocabulary [0, {vocab_size}); "
+                    "was the text encoded with another tokenizer?")
+  return jnp.asarray(tokens)
 
 
 def init(cfg: ModelConfig, seed: int = 0, rules: Rules | None = None) -> Llama:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from absl import logging
 
+from llama_jax.core.errors import UsageError
 from llama_jax.perf import malloc
 
 # Appended to XLA_FLAGS before JAX initialises its CPU backend; none beyond XLA's defaults.
@@ -63,17 +64,17 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
   from llama_jax.training import validation as config_lib
 
   if steps < 1 or warmup < 0:
-    raise ValueError(f"--steps={steps} must be >= 1 and --warmup={warmup} >= 0")
+    raise UsageError(f"--steps={steps} must be >= 1 and --warmup={warmup} >= 0")
   for impl in impls:
     if impl != HF and impl not in attention_lib.names():
-      raise ValueError(f"--impls: {impl!r} is neither {HF!r} nor an attention kernel "
+      raise UsageError(f"--impls: {impl!r} is neither {HF!r} nor an attention kernel "
                        f"{attention_lib.names()}")
   if step_compile not in STEP_COMPILE:
-    raise ValueError(f"--step_compile={step_compile!r}; allowed: {list(STEP_COMPILE)}")
+    raise UsageError(f"--step_compile={step_compile!r}; allowed: {list(STEP_COMPILE)}")
   compilation = (compile_options.for_backend() if step_compile == "backend"
                  else compile_options.DEFAULT)
   if not seq_lens or any(t < 1 for t in seq_lens):
-    raise ValueError(f"--seq_lens={seq_lens} must be positive integers")
+    raise UsageError(f"--seq_lens={seq_lens} must be positive integers")
   base_cfg = config_lib.validate(config, check_paths=False).model
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import sys
 
+from llama_jax.core.errors import UsageError
+
 # Preferred first: the minimal build has no heap profiler hooks.
 LIBRARIES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so",
              "libtcmalloc.so")
@@ -61,7 +63,7 @@ def ensure(choice: str, module: str, argv: list[str]) -> None:
   only when the current process is to carry on.
   """
   if choice not in CHOICES:
-    raise ValueError(f"--malloc={choice!r} is not one of {list(CHOICES)}")
+    raise UsageError(f"--malloc={choice!r} is not one of {list(CHOICES)}")
   if choice == "system" or preloaded() or os.environ.get(_REEXEC_MARK):
     return
   lib = find_tcmalloc()
@@ -70,7 +72,7 @@ def ensure(choice: str, module: str, argv: list[str]) -> None:
                "`apt install libtcmalloc-minimal4` (CPU steps then skip re-faulting their "
                "memory every step)")
     if choice == "tcmalloc":
-      raise RuntimeError(f"--malloc=tcmalloc: {message}")
+      raise UsageError(f"--malloc=tcmalloc: {message}; or use --malloc=auto")
     print(f"note: running on the system allocator: {message}", file=sys.stderr, flush=True)
     return
   env = dict(os.environ)

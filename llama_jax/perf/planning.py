@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 import time
 
+from llama_jax.core.errors import ConfigError, UsageError
+
 GIB = 2 ** 30
 
 
@@ -57,6 +59,48 @@ def _total_bytes(abstract_tree) -> int:
   return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract_tree))
 
 
+def _micro_batch_fits(config, n_devices: int, grad_accum: int) -> bool:
+  from llama_jax.model.config import ModelConfig
+  from llama_jax.parallel import mesh as mesh_lib
+  from llama_jax.training import workdir as workdir_lib
+  batch = int(config.batch_size)
+  if batch % grad_accum:
+    return False
+  try:
+    model = ModelConfig.from_dict(workdir_lib.model_dict(config))
+    mesh_lib.validate_mesh(config.mesh, n_devices, model, batch, int(config.seq_len),
+                           rules=tuple((str(k), v if v is None or isinstance(v, str)
+                                        else tuple(v)) for k, v in config.sharding.rules),
+                           grad_accum=grad_accum)
+  except (ValueError, TypeError):
+    return False
+  return True
+
+
+def fit_grad_accum(config, n_devices: int) -> str | None:
+  """Makes the recipe's micro-batch fit a mesh it was not sized for; returns what changed.
+
+  A recipe's `grad_accum` is chosen for its own device count: yarn_7b.py runs 64 sequences as
+  8 micro-batches of 8 on 8 GPUs, and 8 sequences cannot be split over fsdp=64. When the mesh
+  does not divide `batch_size / grad_accum`, the nearest `grad_accum` whose micro-batch it does
+  divide is set on `config` (the same global batch, so the same training) and a note says so;
+  when none fits, or the recipe's fits, nothing changes (None) and validation reports any
+  remaining problem with the values that would work.
+  """
+  requested, batch = int(config.grad_accum), int(config.batch_size)
+  if requested < 1 or _micro_batch_fits(config, n_devices, requested):
+    return None
+  fitting = [a for a in range(1, batch + 1) if _micro_batch_fits(config, n_devices, a)]
+  if not fitting:
+    return None
+  chosen = min(fitting, key=lambda a: (abs(a - requested), -a))
+  config.grad_accum = chosen
+  return (f"grad_accum {requested} -> {chosen}: the recipe's micro-batch of {batch // requested} "
+          f"sequences cannot be split over this mesh, {batch // chosen} can (same global batch "
+          f"of {batch}); grad_accum values that fit: {fitting}. Pass --config.grad_accum=N to "
+          "choose")
+
+
 def plan(config, n_devices: int, hbm_gib: float = 0.0, peak_tflops: float = 0.0,
          mfu: float = 0.4) -> dict:
   """Compiles the recipe's train step for `n_devices` and returns the report as a dict."""
@@ -72,7 +116,7 @@ def plan(config, n_devices: int, hbm_gib: float = 0.0, peak_tflops: float = 0.0,
 
   devices = jax.devices()
   if len(devices) < n_devices:
-    raise ValueError(
+    raise UsageError(
         f"--devices={n_devices} but JAX has {len(devices)} {devices[0].platform} devices; run "
         "`python -m llama_jax.plan` as its own process (it sets the simulated device count "
         "before JAX starts), or set jax_num_cpu_devices / XLA_FLAGS="
@@ -130,7 +174,7 @@ def plan(config, n_devices: int, hbm_gib: float = 0.0, peak_tflops: float = 0.0,
                       "headroom_gib": hbm_gib - peak / GIB}
   if peak_tflops > 0:
     if not 0 < mfu <= 1:
-      raise ValueError(f"--mfu={mfu} must be in (0, 1]")
+      raise ConfigError(f"--mfu={mfu} must be in (0, 1]")
     seconds = model_flops / n_devices / (peak_tflops * 1e12 * mfu)
     report["time_estimate"] = {"peak_tflops": peak_tflops, "mfu": mfu, "step_seconds": seconds,
                                "run_hours": seconds * int(config.steps) / 3600,
@@ -149,6 +193,7 @@ def format_report(name: str, r: dict) -> str:
       f"{r['batch']['grad_accum']} ({r['batch']['sequences_per_device_per_microbatch']:g} "
       f"sequences, {r['batch']['tokens_per_device_per_microbatch']:,.0f} tokens per device per "
       "micro-batch)",
+      *([f"  note      {r['note']}"] if r.get("note") else []),
       "  per device:",
       f"    parameters            {_size(b['params']):>12}   (all devices "
       f"{_size(r['total_bytes']['params'])})",

@@ -131,3 +131,42 @@ def apply_overrides(base: RopeConfig, changes: Mapping[str, Any]) -> RopeConfig:
     base = RopeConfig(rope_type=changes["rope_type"], rope_theta=base.rope_theta,
                       max_position_embeddings=base.max_position_embeddings)
   return base.replace(**changes)
+
+
+# Methods that rescale with the current length by design: no length is "past" what they cover.
+_LENGTH_ADAPTIVE = ("dynamic", "dynamic_yarn")
+
+
+def covered_length(rope: RopeConfig) -> int | None:
+  """The longest sequence `rope` was made for, or None when it has no such bound.
+
+  Without scaling (`default`) that is `max_position_embeddings`, the length the model was
+  trained at. A static scaling method stretches the original length L by `factor`, so it
+  covers max(max_position_embeddings, factor x L) — the same number for a fine-tuned YaRN
+  model, the stretched one for scaling applied at inference. Dynamic methods (dynamic NTK,
+  dynamic YaRN) rescale with the current length and have no bound.
+  """
+  if rope.rope_type in _LENGTH_ADAPTIVE:
+    return None
+  limit = rope.max_position_embeddings
+  if rope.rope_type != "default" and rope.factor and rope.original_length:
+    limit = max(limit or 0, int(rope.factor * rope.original_length))
+  return None if limit is None else int(limit)
+
+
+def past_context_warning(rope: RopeConfig, lengths, what: str) -> str | None:
+  """A one-line warning when any of `lengths` (tokens) goes past `covered_length(rope)`, naming
+  them and what to do; None when all fit. `what` names the lengths, e.g. 'perplexity window'."""
+  limit = covered_length(rope)
+  over = sorted({int(n) for n in lengths if limit is not None and n > limit})
+  if not over:
+    return None
+  if rope.rope_type == "default":
+    return (f"{what} length(s) {over} go past the model's max_position_embeddings={limit}, "
+            "with no RoPE scaling: positions beyond it were never trained, so expect "
+            "degraded output there. Scale RoPE (e.g. rope_type=yarn, factor="
+            f"{-(-max(over) // limit)}, original_max_position_embeddings={limit}) or stay "
+            f"within {limit} tokens")
+  return (f"{what} length(s) {over} go past the {limit} tokens that rope_type="
+          f"{rope.rope_type} (factor {rope.factor}, original length {rope.original_length}) "
+          "covers: positions beyond it are extrapolated, so expect degraded output there")

@@ -7,9 +7,12 @@
   evaluation and checkpoints (state + data iterator position) → a final checkpoint, evaluation
   and a greedy sample of `sample_prompt`.
 
-SIGTERM/SIGINT stop the loop after the current step; the state is saved and the process exits
-cleanly, and rerunning the same command resumes exactly where it stopped (same data order, same
-numbers). Every process runs the same program (SPMD); only process 0 prints and writes logs.
+SIGTERM/SIGINT stop the loop after the current step (the next one with several processes: the
+flags are agreed inside the train step, see `preemption.py`); the state is saved, `run`
+returns with `stopped_early` (the CLI then exits with status 75), and rerunning the same
+command resumes exactly where it stopped (same data order, same numbers). Rerunning a run
+that is already complete trains and saves nothing.
+Every process runs the same program (SPMD); only process 0 prints and writes logs.
 Each process loads batch_size / process_count rows; `sharding.global_batch` assembles the global
 batch.
 """
@@ -179,6 +182,12 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
       else:
         state = state_lib.create_state(spec, tx, c.seed, shardings)
         start_step, origin = 0, f"random init (seed {c.seed})"
+      if start_step >= c.steps:
+        # The run that reached this step trained, evaluated, saved and sampled it all: nothing
+        # is done or written now (not even config.json or a new TensorBoard file).
+        say(f"done      the run was already complete at step {start_step} of {c.steps}; "
+            "nothing was trained or saved (raise --config.steps to continue it)")
+        return RunResult(start_step, start_step, False, {}, {}, {}, None, state)
       if is_main:
         workdir_lib.write_config(c, workdir)
         workdir_lib.keep_tokenizer(tok.path, workdir)
@@ -252,31 +261,26 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
 
       # ---------------------------------------------------------------- the loop
       step = start_step
-      if start_step >= c.steps:
-        say(f"done      the run was already complete at step {start_step} of {c.steps}; "
-            "nothing to train (raise --config.steps to continue it)")
       guard = stack.enter_context(preemption.PreemptionGuard())
       while step < c.steps:
         local = next(train_it)
         result.data_crc32[step + 1] = zlib.crc32(np.ascontiguousarray(local["tokens"]).tobytes())
+        # Every process's stop flag rides in its rows; the step agrees on them (preemption.py).
+        local[preemption.STOP_KEY] = guard.batch_flags(len(local["tokens"]))
         state, step_metrics = step_fn(state, place(local))
         step += 1
         pending.append((step, step_metrics))
         run_due(schedule_, step, state)
-        # With several processes the stop flag is agreed through a collective, which waits for
-        # the devices; polling it only at log steps keeps the host running ahead of them.
-        if (n_proc == 1 or step % c.log_every == 0) and guard.should_stop:
+        if guard.stop_now(step_metrics["stop"]):
           result.stopped_early = True
           break
 
-      saved_before = mgr.latest_step() == step
-      run_final(schedule_, step, state, stopped=result.stopped_early,
-                ran_this_step=step > start_step)
+      run_final(schedule_, step, state, stopped=result.stopped_early, ran_this_step=True)
       mgr.wait()
-      if not saved_before or step > start_step:
-        say(f"saved     checkpoint of step {step} in {mgr.directory}")
+      say(f"saved     checkpoint of step {step} in {mgr.directory}")
       if result.stopped_early:
-        say(f"stopped   by a signal at step {step}; rerun the same command to resume")
+        say(f"stopped   by a signal at step {step}; checkpoint saved, rerun the same command "
+            "to resume (exit status 75)")
       progress.close()
   result.final_step, result.state = step, state
   return result

@@ -11,6 +11,7 @@ import os
 import jax
 
 from llama_jax.checkpoints import manager as checkpoint
+from llama_jax.core.errors import CheckpointError
 from llama_jax.model.config import ModelConfig
 from llama_jax.model.spec import ModelSpec
 from llama_jax.parallel import sharding
@@ -50,6 +51,6 @@ def latest_params(path: str | os.PathLike, shardings=None, spec: ModelSpec | Non
   with checkpoint.CheckpointManager(path, keep=10**6, read_only=True) as mgr:
     restored = mgr.restore(sharding.with_shardings(abstract, state_shardings))
   if restored is None:
-    raise ValueError(f"{os.fspath(path)!r} is a training workdir without checkpoints")
+    raise CheckpointError(f"{os.fspath(path)!r} is a training workdir without checkpoints yet")
   state, _, step = restored
   return state.params, step

@@ -38,6 +38,7 @@ from llama_jax.parallel import logical_axes
 from llama_jax.parallel.logical_axes import Rules
 from llama_jax.rope import registry as rope_registry
 from llama_jax.training.augment import registry as augment_registry
+from llama_jax.training.preemption import STOP_KEY
 from llama_jax.training.state import TrainState
 
 BATCH_KEYS = loss_lib.BATCH_KEYS
@@ -79,7 +80,9 @@ def make_train_step(spec: ModelSpec, tx, schedule: Callable, *, grad_accum: int 
 
   batch: dict of global arrays [B, T] (`BATCH_KEYS`). metrics: loss (mean NLL per target
   token), grad_norm (global norm of the trainable gradients before clipping), learning_rate
-  (of this update), tokens (target tokens in the batch); float32 scalars. The trainable mask is
+  (of this update), tokens (target tokens in the batch); float32 scalars; plus `stop`, the
+  maximum of the processes' stop flags, when the batch carries them under `STOP_KEY` (the
+  training loop's preemption agreement, `preemption.py`). The trainable mask is
   the spec's, built from the same `optim.trainable` as the optimizer. Call it inside
   `jax.set_mesh(mesh)` when the spec has rules. `compilation` defaults to the default backend's
   (`core.compilation.for_backend`); `transform` is a batch augmentation run inside the step.
@@ -96,6 +99,8 @@ def make_train_step(spec: ModelSpec, tx, schedule: Callable, *, grad_accum: int 
   grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
 
   def step(state: TrainState, batch: dict):
+    # The processes' stop flags, when the loop sends them: agreed here (preemption.py).
+    stop_flags = batch.get(STOP_KEY)
     batch = {k: batch[k] for k in BATCH_KEYS}
     drawn = {}
     if transform is not None:
@@ -125,6 +130,8 @@ def make_train_step(spec: ModelSpec, tx, schedule: Callable, *, grad_accum: int 
     metrics = {"loss": nll / denom, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step), "tokens": count,
                **{f"augment_{k}": jnp.asarray(v, jnp.float32) for k, v in drawn.items()}}
+    if stop_flags is not None:
+      metrics["stop"] = jnp.max(stop_flags)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 

@@ -2,6 +2,7 @@
 import glob
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -214,6 +215,24 @@ def test_all_checkpoints_unreadable_is_an_error(tmp_path):
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
 
 
+def test_a_changed_config_is_reported_without_orbax_advice(tmp_path, caplog):
+  mesh = mesh_of(data=8)
+  save_steps(tmp_path, [1], mesh)
+  _, target = make_state(mesh)
+  # The config changed since the save: one parameter has another shape now.
+  leaves, treedef = jax.tree_util.tree_flatten(target)
+  i = next(i for i, x in enumerate(leaves) if x.ndim == 2)
+  wrong = leaves[i]
+  leaves[i] = jax.ShapeDtypeStruct((wrong.shape[0] * 2, wrong.shape[1]), wrong.dtype,
+                                   sharding=wrong.sharding)
+  with pytest.raises(checkpoint.CheckpointError) as info:
+    checkpoint.CheckpointManager(tmp_path).restore(jax.tree_util.tree_unflatten(treedef, leaves))
+  message = str(info.value)
+  assert re.search(r"step 1: an array of shape \(\d+, \d+\) in the checkpoint where the current "
+                   r"config expects \(\d+, \d+\)", message), message
+  assert "strict" not in message + caplog.text and "\n" not in message
+
+
 def test_incomplete_save_directory_is_not_a_checkpoint(tmp_path):
   mesh = mesh_of(data=8)
   states = save_steps(tmp_path, [1], mesh)
@@ -386,6 +405,24 @@ TWO_PROCESSES = textwrap.dedent("""
       if pid == 1:
         guard.request_stop()  # a signal seen by one process only...
       assert guard.should_stop  # ...stops both at the same step
+
+    # The training loop's per-step check: the flags ride in the batch, the step reduces them,
+    # and the previous step's agreed value decides — no blocking collective of its own.
+    @jax.jit
+    def step_fn(x, batch):  # device work with a cross-process reduction, as a train step
+      return x + x.sum() % 3, jnp.max(batch[preemption.STOP_KEY])
+    with jax.set_mesh(mesh), preemption.PreemptionGuard() as guard:
+      x, step = batch["tokens"], 0
+      while True:
+        if pid == 1 and step == 4:
+          guard.request_stop()  # SIGTERM reaches process 1 while it prepares step 5
+        local = {preemption.STOP_KEY: guard.batch_flags(8)}
+        x, stop = step_fn(x, sharding.global_batch(local, mesh, DEFAULT_RULES))
+        step += 1
+        if guard.stop_now(stop):
+          break
+        assert step < 50
+    print("stopped at", step, flush=True)
     print("ok", pid, flush=True)
 """)
 
@@ -408,6 +445,7 @@ def test_two_processes_batch_checkpoint_and_stop(tmp_path):
         p.kill()
   for i, (p, (out, err)) in enumerate(zip(procs, outs)):
     assert p.returncode == 0 and f"ok {i}" in out, err[-3000:]
+    assert "stopped at 6" in out  # both processes, the step after the request
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2", "2.corrupt"]
 
 

@@ -534,11 +534,16 @@ def test_failure_mid_write_leaves_nothing(gqa, tmp_path, monkeypatch):
   assert len(seen) == 7 and leftovers(tmp_path, "dst") == []
 
 
-def test_not_a_converted_checkpoint(gqa):
+def test_not_a_converted_checkpoint(gqa, tmp_path):
   _, single, _ = gqa
+  with pytest.raises(CheckpointError, match="HF model directory.*convert it first: python -m "
+                     "llama_jax.convert --from=hf"):
+    convert.load_model(single)
   with pytest.raises(CheckpointError, match="model_config.json not found.*python -m "
                      "llama_jax.convert"):
-    convert.load_model(single)
+    checkpoint_io.load_config(single)
+  with pytest.raises(CheckpointError, match="does not exist"):
+    convert.load_config(tmp_path / "nope")
 
 
 def test_parse_size():

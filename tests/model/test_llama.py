@@ -247,3 +247,25 @@ def test_parameters_carry_logical_axes():
   for leaf in leaves:
     axes = leaf.get_metadata()["logical_axes"]
     assert len(axes) == len(leaf.shape), (axes, leaf.shape)
+
+
+def test_token_ids_as_lists_and_out_of_vocabulary_ids_at_the_api_boundary():
+  from llama_jax.core.errors import DataError
+  cfg = _tiny()
+  model = model_lib.init(cfg)
+  ids = [[1, 45, 99], [3, 4, 5]]
+  from_list = np.asarray(model(ids))  # a Python list, as the README's quick tour writes it
+  np.testing.assert_array_equal(from_list, np.asarray(model(jnp.asarray(ids, jnp.int32))))
+  assert from_list.shape == (2, 3, cfg.vocab_size)
+  for bad in ([[1, cfg.vocab_size]], np.array([[-1, 2]]), jnp.asarray([[1, cfg.vocab_size + 7]])):
+    with pytest.raises(DataError, match=r"outside the model's vocabulary \[0, "
+                       f"{cfg.vocab_size}\\)"):
+      model(bad)
+  with pytest.raises(DataError, match=r"must be \[batch, seq\].*\[\[1, 450, 4996\]\]"):
+    model([1, 2, 3])
+  with pytest.raises(DataError, match="must be integers"):
+    model([[0.5, 1.0]])
+  # Inside jit only shapes and dtypes can be checked; traced ids pass through.
+  jitted = jax.jit(lambda graph_state, t: __import__("flax").nnx.merge(*graph_state)(t))
+  split = __import__("flax").nnx.split(model)
+  np.testing.assert_allclose(np.asarray(jitted(split, jnp.asarray(ids))), from_list, atol=1e-5)

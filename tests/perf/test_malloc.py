@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from llama_jax.core.errors import UsageError
 from llama_jax.perf import malloc
 
 
@@ -40,7 +41,7 @@ def test_ensure_without_tcmalloc_is_an_error_only_when_required(monkeypatch, cap
   monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("nothing to restart with"))
   malloc.ensure("auto", "llama_jax.bench", ["x"])
   assert "apt install libtcmalloc-minimal4" in capsys.readouterr().err
-  with pytest.raises(RuntimeError, match="--malloc=tcmalloc: tcmalloc not found"):
+  with pytest.raises(UsageError, match="--malloc=tcmalloc: tcmalloc not found"):
     malloc.ensure("tcmalloc", "llama_jax.bench", ["x"])
 
 

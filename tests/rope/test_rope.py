@@ -390,3 +390,25 @@ def test_computed_once_returns_the_table_bit_for_bit():
   table = np.random.RandomState(0).randn(2, 37, 64).astype(np.float32) * 3.0
   out = np.asarray(jax.jit(embedding.computed_once)(jnp.asarray(table)))
   np.testing.assert_array_equal(out.view(np.uint32), table.view(np.uint32))
+
+
+def test_covered_length_and_the_past_context_warning():
+  from llama_jax.rope.config import covered_length, past_context_warning
+  plain = RopeConfig(max_position_embeddings=4096)
+  assert covered_length(plain) == 4096
+  assert past_context_warning(plain, [2048, 4096], "window") is None
+  warning = past_context_warning(plain, [4096, 8192, 5000], "window")
+  assert warning.startswith("window length(s) [5000, 8192] go past the model's "
+                            "max_position_embeddings=4096, with no RoPE scaling")
+  # Scaling at inference stretches the original length; a fine-tuned YaRN model says so itself.
+  yarn = RopeConfig(rope_type="yarn", factor=2.0, original_max_position_embeddings=4096,
+                    max_position_embeddings=4096)
+  assert covered_length(yarn) == 8192 and past_context_warning(yarn, [8192], "w") is None
+  assert "rope_type=yarn (factor 2.0, original length 4096) covers" in past_context_warning(
+      yarn, [8193], "w")
+  llama3 = RopeConfig(rope_type="llama3", factor=8.0, original_max_position_embeddings=8192,
+                      low_freq_factor=1.0, high_freq_factor=4.0, max_position_embeddings=131072)
+  assert covered_length(llama3) == 131072
+  # Dynamic methods rescale with the length: nothing is past them.
+  dynamic = RopeConfig(rope_type="dynamic", factor=2.0, max_position_embeddings=4096)
+  assert covered_length(dynamic) is None and past_context_warning(dynamic, [10**6], "w") is None

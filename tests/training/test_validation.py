@@ -341,16 +341,16 @@ def test_cli_rejects_unknown_keys_and_bad_values_before_device_work(tmp_path):
   workdir = tmp_path / "run"
   out = _cli("--config=configs/tiny.py", f"--workdir={workdir}", "--config.optim.peak_learning"
              "_rate=1e-3")
-  assert out.returncode == 1
-  assert "error: ConfigError: an override names no config key ('peak_learning_rate'" in out.stderr
+  assert out.returncode == 2  # a usage error (core/cli.py)
+  assert "train: error: an override names no config key ('peak_learning_rate'" in out.stderr
   assert "Traceback" not in out.stderr
   out = _cli("--config=configs/tiny.py", f"--workdir={workdir}", "--no_such_flag=1")
-  assert out.returncode == 1 and "Unknown command line flag 'no_such_flag'" in out.stderr
+  assert out.returncode == 2 and "train: error: unknown flag --no_such_flag" in out.stderr
   assert "Traceback" not in out.stderr
   # Overrides reach the config (a None placeholder too) and are validated with a clear message.
   out = _cli("--config=configs/tiny.py", f"--workdir={workdir}", "--config.optim.peak_lr=-2e-5")
-  assert out.returncode == 1
-  assert "error: ConfigError: optim.peak_lr=-2e-05 must be > 0" in out.stderr
+  assert out.returncode == 2
+  assert "train: error: optim.peak_lr=-2e-05 must be > 0" in out.stderr
   assert "Traceback" not in out.stderr
   out = _cli("--config=configs/tiny.py", f"--workdir={workdir}", "--config.model.rope.factor=2")
   assert "rope fields ['factor'] are set but rope_type='default' does not use them" in out.stderr
