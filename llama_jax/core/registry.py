@@ -40,6 +40,11 @@ class Registry(Generic[T]):
     self._entries[name] = entry
     return entry
 
+  def unregister(self, name: str) -> T:
+    """Removes and returns the record `name` (for notebooks and tests that register a
+    throwaway part)."""
+    return self._entries.pop(name)
+
   def get(self, name: str) -> T:
     try:
       return self._entries[name]
