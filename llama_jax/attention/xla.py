@@ -12,14 +12,17 @@ from llama_jax.attention.masks import MASK_VALUE, attention_mask
 from llama_jax.attention import registry
 
 
-def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None):
-  """q[B, T, H, D], k/v[B, S, K, D] → [B, T, H, D]. Query t sits at key index q_offset + t."""
+def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None,
+              shared_prefix: int = 0):
+  """q[B, T, H, D], k/v[B, S, K, D] → [B, T, H, D]. Query t sits at key index q_offset + t;
+  the first `shared_prefix` keys are seen by every query (`masks.attention_mask`)."""
   b, t, h, d = q.shape
   n_kv = k.shape[2]
   scale = d ** -0.5 if scale is None else scale
   qg = q.reshape(b, t, n_kv, h // n_kv, d)  # query head h uses kv head h // (H/K), as HF
   scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32) * scale
-  mask = attention_mask(t, k.shape[1], q_segment_ids, kv_segment_ids, q_offset)  # [B|1, T, S]
+  mask = attention_mask(t, k.shape[1], q_segment_ids, kv_segment_ids, q_offset,
+                        shared_prefix)  # [B|1, T, S]
   scores = jnp.where(mask[:, None, None], scores, MASK_VALUE)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
@@ -27,5 +30,5 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
 
 
 registry.register(registry.Kernel(
-    name="xla", fn=attention,
+    name="xla", fn=attention, prefix=True,
     description="reference: full score matrix, causal + segment mask, GQA"))
