@@ -13,6 +13,7 @@ from typing import Mapping
 import ml_collections
 from ml_collections import config_dict
 
+from llama_jax import adapters
 from llama_jax.parallel.logical_axes import DEFAULT_RULES
 from llama_jax.model.config import PRESETS
 from llama_jax.training import augment
@@ -88,6 +89,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict(
       {"name": "", **{a.name: ml_collections.ConfigDict(dict(a.options))
                       for a in augment.registry.AUGMENTATIONS.entries()}})
+
+  # A PEFT adapter installed on the model (llama_jax/adapters/): its name, and the options of
+  # each registered one under adapter.<name>.<option>. '' = none (every parameter of the model
+  # trains per optim.trainable). With an adapter only its parameters train and are
+  # checkpointed; the base comes from init_from (or the seed) at every start.
+  c.adapter = ml_collections.ConfigDict(
+      {"name": "", **{a.name: ml_collections.ConfigDict(adapters.registry.defaults(a),
+                                                        type_safe=False)
+                      for a in adapters.registry.ADAPTERS.entries()}})
 
   c.optim = ml_collections.ConfigDict(dict(
       peak_lr=3e-4,
