@@ -5,6 +5,9 @@
   python -m llama_jax.convert --from=llama_jax --to=hf --src=ckpt/run1 --dst=export/run1 \
       --dtype=bfloat16 --max_shard_size=5GB
   python -m llama_jax.convert --from=workdir --to=hf --src=runs/tiny --dst=export/tiny
+  python -m llama_jax.convert --from=workdir --to=peft --src=runs/lora --dst=export/lora_adapter
+  python -m llama_jax.convert --from=workdir --to=hf --merge_adapters --src=runs/lora \
+      --dst=export/lora_merged
 
 The work is done by `llama_jax.interop.convert`; its Python API is re-exported here
 (`load_hf`, `load_model`, `load_config`, `load_params`, `save_converted`, `convert`, `read`).
@@ -14,6 +17,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from llama_jax.core.errors import LlamaJaxError
 from llama_jax.interop.convert import (  # noqa: F401  (the documented Python API)
     SOURCES, TARGETS, CheckpointError, convert, load_config, load_hf, load_model, load_params,
     parse_size, read, save_converted)
@@ -40,6 +44,8 @@ def _define_flags():
   flags.DEFINE_string("max_shard_size", "5GB", "Shard size limit of an HF export, e.g. 2GB.")
   flags.DEFINE_integer("max_position_embeddings", None,
                        "Context length of a Meta checkpoint whose params.json has no max_seq_len.")
+  flags.DEFINE_bool("merge_adapters", False,
+                    "Fold a training run's LoRA into the base weights (--to=hf or llama_jax).")
   return flags.FLAGS
 
 
@@ -51,8 +57,9 @@ def main(argv):
   try:
     cfg, written = convert(f.src, f.dst, f["from"].value, f.to, dtype=f.dtype,
                            overwrite=f.overwrite, max_shard_bytes=parse_size(f.max_shard_size),
-                           max_position_embeddings=f.max_position_embeddings)
-  except CheckpointError as e:
+                           max_position_embeddings=f.max_position_embeddings,
+                           merge_adapters=f.merge_adapters)
+  except LlamaJaxError as e:  # CheckpointError, and ConfigError of an adapter
     raise SystemExit(f"convert: error: {e}") from None
   print(f"converted {f['from'].value} {f.src} -> {f.to} {Path(f.dst).absolute()} in "
         f"{time.time() - start:.1f} s")
