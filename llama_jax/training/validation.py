@@ -11,8 +11,9 @@ value and what is allowed, instead of after minutes of compilation:
 - the optimizer (through `optim.make_optimizer` on the spec's abstract parameters: ranges,
   schedule, regexes, and that `optim.trainable` matches some parameter);
 - the adapter (`config.adapter`: a registered name, its options' values, targets the model
-  has, an attention kernel that can take a prefix), whose base must come from `init_from` as
-  plain weights (a converted checkpoint or a run without an adapter) or from the seed;
+  has, an attention kernel that can take a prefix), whose base comes from `init_from` or from
+  the seed; `init_from` must be plain weights (a converted checkpoint or a run without an
+  adapter; an adapter run is merged first);
 - loop sizes (steps, batch divisible by grad_accum and by the process count, seq_len within the
   model's positions, eval/checkpoint intervals);
 - data (files matched by the glob exist and are files, tokenizer file exists and has no more
@@ -184,15 +185,14 @@ _SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "
                  "ffn_dim", "tie_embeddings")
 
 
-def _check_init_from(path: str, model: ModelConfig, adapter=None) -> None:
-  if adapter is not None and init_from_kind(path) == "workdir":
+def _check_init_from(path: str, model: ModelConfig) -> None:
+  if init_from_kind(path) == "workdir":
     source_adapter = workdir_lib.read_config(path).adapter.name
     if source_adapter:
       raise ConfigError(
-          f"init_from={path!r} is a run with adapter {source_adapter!r}; the base of an adapter "
-          f"run must be plain weights: merge that run first (python -m llama_jax.convert "
-          f"--from=workdir --to=llama_jax --merge_adapters --src={path} --dst=<dir>) and start "
-          "from the result")
+          f"init_from={path!r} is a run with adapter {source_adapter!r}; init_from must be "
+          f"plain weights: merge that run first (python -m llama_jax.convert --from=workdir "
+          f"--to=llama_jax --merge_adapters --src={path} --dst=<dir>) and start from the result")
   source = _init_from_model(path)
   diff = [f"model.{f}: checkpoint {getattr(source, f)!r} vs config {getattr(model, f)!r}"
           for f in _SHAPE_FIELDS if getattr(source, f) != getattr(model, f)]
@@ -280,7 +280,7 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None,
     raise ConfigError(str(e)) from None
   files = _check_data(config, model, check_paths)
   if config.init_from and check_paths:
-    _check_init_from(config.init_from, model, adapter)
+    _check_init_from(config.init_from, model)
 
   mesh_shape = None
   if n_devices is not None:
