@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llama_jax.adapters import registry
-from llama_jax.adapters.registry import AdapterParam, RANK_AXIS
+from llama_jax.adapters.registry import RANK_AXIS, AdapterParam
 from llama_jax.core.errors import ConfigError
 from llama_jax.model.llama import project
 

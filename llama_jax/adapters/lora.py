@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from llama_jax.adapters import registry
-from llama_jax.adapters.registry import AdapterParam, RANK_AXIS
+from llama_jax.adapters.registry import RANK_AXIS, AdapterParam
 from llama_jax.core.errors import ConfigError
 from llama_jax.model.llama import project
 
@@ -117,20 +117,23 @@ class LoRA(registry.Adapter):
       p.replace_seam(LoraLinear(p, self.rank, self.scale, self.dropout, self.dora, rngs))
 
   def _factors(self, params, target):
+    """(the target's adapter leaves, its stacked weight, the weight's input axes)."""
     seam = registry.get_path(params, registry.seam_path(target))
     w = registry.get_path(params, registry.weight_path(target))
-    return seam, w
+    return seam, w, w.ndim - seam["lora_b"].ndim + 1  # w [L, *in, *out], b [L, r, *out]
+
+  def _adapted(self, w, a, b):
+    """W + s·A·B for one layer, float32."""
+    return w.astype(jnp.float32) + _delta_weight(a, b, self.scale)
 
   def initialize(self, params: dict) -> dict:
     """DoRA: m = ‖W + s·A·B‖ per output unit (‖W‖ with the zero-initialised B)."""
     if not self.dora:
       return params
     for target in self.targets:
-      seam, w = self._factors(params, target)
-      n_in = w.ndim - 1 - seam["lora_b"].ndim + 2
-      norm = jax.vmap(lambda w_, a, b: _column_norm(
-          w_.astype(jnp.float32) + _delta_weight(a, b, self.scale), n_in))(
-              w, seam["lora_a"], seam["lora_b"])
+      seam, w, n_in = self._factors(params, target)
+      norm = jax.vmap(lambda w_, a, b, n=n_in: _column_norm(self._adapted(w_, a, b), n))(
+          w, seam["lora_a"], seam["lora_b"])
       params = registry.set_path(params, registry.seam_path(target) + ("magnitude",),
                                  norm.astype(seam["magnitude"].dtype))
     return params
@@ -138,13 +141,12 @@ class LoRA(registry.Adapter):
   def merge(self, params: dict) -> dict:
     """Base parameters with every target's W replaced by the merged weight (adapter dropped)."""
     for target in self.targets:
-      seam, w = self._factors(params, target)
-      n_in = w.ndim - 1 - seam["lora_b"].ndim + 2
+      seam, w, n_in = self._factors(params, target)
 
-      def merged(w_, a, b, m=None):
-        full = w_.astype(jnp.float32) + _delta_weight(a, b, self.scale)
+      def merged(w_, a, b, m=None, n=n_in):
+        full = self._adapted(w_, a, b)
         if m is not None:
-          full = full * (m / _column_norm(full, n_in))
+          full = full * (m / _column_norm(full, n))
         return full.astype(w_.dtype)
 
       extra = (seam["magnitude"],) if self.dora else ()

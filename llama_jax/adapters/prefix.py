@@ -22,7 +22,7 @@ from flax import nnx
 
 from llama_jax import attention
 from llama_jax.adapters import registry
-from llama_jax.adapters.registry import AdapterParam, TOKEN_AXIS
+from llama_jax.adapters.registry import TOKEN_AXIS, AdapterParam
 from llama_jax.core.errors import ConfigError
 from llama_jax.model import llama as llama_lib
 

@@ -36,8 +36,8 @@ import numpy as np
 
 from llama_jax import adapters
 from llama_jax.adapters import registry as adapter_registry
-from llama_jax.core.files import atomic_directory
 from llama_jax.core.errors import CheckpointError, ConfigError
+from llama_jax.core.files import atomic_directory
 from llama_jax.model import spec as spec_lib
 from llama_jax.model.config import ModelConfig
 

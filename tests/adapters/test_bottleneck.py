@@ -19,15 +19,15 @@ from tests.references import peft_reference as ref
 TOKENS = np.random.RandomState(1).randint(0, 128, size=(2, 20))
 
 # (weight [*in, *out] of one layer, n_in, logical axes with the layer axis)
-Q = ((16, 4, 6), 1, ("layers", "embed", "heads", "head_dim"))
-O = ((4, 6, 16), 2, ("layers", "heads", "head_dim", "embed"))
+Q_WEIGHT = ((16, 4, 6), 1, ("layers", "embed", "heads", "head_dim"))
+O_WEIGHT = ((4, 6, 16), 2, ("layers", "heads", "head_dim", "embed"))
 
 
 @pytest.mark.parametrize("placement", bottleneck.PLACEMENTS)
 @pytest.mark.parametrize("weight", ["q", "o"])
 @pytest.mark.parametrize("scaling,act", [(1.0, "tanh"), (0.5, "relu"), ("learned", "gelu")])
 def test_seam_matches_numpy(placement, weight, scaling, act):
-  shape, n_in, axes = Q if weight == "q" else O
+  shape, n_in, axes = Q_WEIGHT if weight == "q" else O_WEIGHT
   p = Projection(weight, None, f"{weight}_proj", n_in, (1,) + shape, axes)
   seam = bottleneck.BottleneckLinear(p, placement, 5, act, scaling, 0.0, "bert",
                                      nnx.Rngs(params=0))
@@ -75,10 +75,14 @@ def _random_adapter(cfg, base, name, options, seed=0):
   params = jax.jit(lambda b: spec.init_params(seed, b))(base)
   # Larger values than the N(0, 0.02) init, so a misplaced adapter shows in the logits.
   key = jax.random.PRNGKey(seed + 1)
-  params = jax.tree_util.tree_map_with_path(
-      lambda p, x: (0.3 * jax.random.normal(jax.random.fold_in(key, zlib.crc32(str(p).encode())), x.shape)
-                    if "adapter_down" in str(p) or "adapter_up" in str(p) else
-                    (x * 0.8 if "adapter_scaling" in str(p) else x)), params)
+
+  def perturb(path, x):
+    name = str(path)
+    if "adapter_down" in name or "adapter_up" in name:
+      return 0.3 * jax.random.normal(jax.random.fold_in(key, zlib.crc32(name.encode())), x.shape)
+    return x * 0.8 if "adapter_scaling" in name else x
+
+  params = jax.tree_util.tree_map_with_path(perturb, params)
   return adapter, spec, jax.tree.map(np.asarray, params)
 
 
@@ -121,7 +125,7 @@ def test_zero_up_projection_gives_the_base_model(name):
   for init in ("mam_adapter", "bert"):
     adapter = adapters.build(name, dict(targets=targets, bottleneck_size=4, init=init))
     spec = spec_lib.ModelSpec.build(cfg, adapter=adapter)
-    params = jax.jit(lambda b: spec.init_params(0, b))(base)
+    params = jax.jit(lambda b, spec=spec: spec.init_params(0, b))(base)
     got = np.asarray(spec.merge(params)(jnp.asarray(TOKENS)))
     if init == "mam_adapter":  # U = 0: exactly the base
       np.testing.assert_array_equal(got, plain)

@@ -133,7 +133,7 @@ def test_default_init_is_the_base_model():
     adapter = adapters.build("lora", dict(rank=4, targets=tuple(adapters.registry.TARGETS),
                                           dora=dora))
     spec = spec_lib.ModelSpec.build(cfg, adapter=adapter)
-    params = jax.jit(lambda b: spec.init_params(0, b))(base)
+    params = jax.jit(lambda b, spec=spec: spec.init_params(0, b))(base)
     b = params["layers"]["attention"]["q_proj"]["lora_b"]
     assert not np.any(np.asarray(b))
     assert np.any(np.asarray(params["layers"]["attention"]["q_proj"]["lora_a"]))
@@ -146,7 +146,7 @@ def test_default_init_is_the_base_model():
 
 # ------------------------------------------------------------------------------ model variants
 def _lora_model_params(tmp_path, case="dora_r4"):
-  pm, cfg, ours, adapter, base, params = imported(tmp_path, case)
+  pm, cfg, _, adapter, base, params = imported(tmp_path, case)
   return cfg, adapter, spec_lib.combine(base, params), ref.torch_logits(pm, TOKENS)
 
 
