@@ -7,6 +7,7 @@ defined here is an error (`unknown_keys`). Not a runnable recipe by itself; see 
 Each recipe module also states `DEVICES`, the accelerator count its mesh and batch are sized
 for; tests validate every recipe against that many hypothetical devices.
 """
+import dataclasses
 import math
 from typing import Mapping
 
@@ -43,6 +44,19 @@ def _with_placeholders(fields: dict) -> dict:
     else:
       out[key] = value
   return out
+
+
+def _adapter_options(cls) -> ml_collections.ConfigDict:
+  """An adapter's options with their defaults. A field typed as a union (series' `scaling:
+  float | str`, a number or 'learned') takes any value, also from the command line
+  (`--config.adapter.series.scaling=learned` or `=0.5`); the adapter checks the values."""
+  out = {}
+  for f in dataclasses.fields(cls):
+    if "|" in str(f.type):
+      out[f.name] = config_dict.FieldReference(f.default, field_type=object)
+    else:
+      out[f.name] = f.default
+  return ml_collections.ConfigDict(out)
 
 
 def model_fields(preset: str = "tiny", **overrides) -> dict:
@@ -95,9 +109,7 @@ def get_config() -> ml_collections.ConfigDict:
   # trains per optim.trainable). With an adapter only its parameters train and are
   # checkpointed; the base comes from init_from (or the seed) at every start.
   c.adapter = ml_collections.ConfigDict(
-      {"name": "", **{a.name: ml_collections.ConfigDict(adapters.registry.defaults(a),
-                                                        type_safe=False)
-                      for a in adapters.registry.ADAPTERS.entries()}})
+      {"name": "", **{a.name: _adapter_options(a) for a in adapters.registry.ADAPTERS.entries()}})
 
   c.optim = ml_collections.ConfigDict(dict(
       peak_lr=3e-4,
