@@ -117,7 +117,8 @@ def adapter_from_config(hf: dict, cfg: ModelConfig, src="adapter_config.json"):
       return adapters.build("lora", dict(
           rank=int(hf.get("r", 8)), alpha=float(hf.get("lora_alpha", 8)),
           dropout=float(hf.get("lora_dropout", 0.0) or 0.0),
-          targets=_targets(hf.get("target_modules"), src),
+          # peft's (and the fork's) default for LLaMA when none are named: q_proj, v_proj
+          targets=_targets(hf.get("target_modules") or ["q_proj", "v_proj"], src),
           rslora=bool(hf.get("use_rslora", False)), dora=bool(hf.get("use_dora", False))), cfg)
     if peft_type == "PREFIX_TUNING":
       want = {"num_layers": cfg.n_layers, "token_dim": cfg.n_kv_heads * cfg.head_dim,
@@ -135,12 +136,14 @@ def adapter_from_config(hf: dict, cfg: ModelConfig, src="adapter_config.json"):
       _refuse(src, hf, "modules_to_save", empty)
       kind = "parallel" if hf.get("use_parallel_adapter") else "series"
       scaling = hf.get("scaling", 1.0)
+      # The fork's defaults when none are named: series gate/up/down, parallel q/v/k.
+      default = (["gate_proj", "up_proj", "down_proj"] if kind == "series"
+                 else ["q_proj", "v_proj", "k_proj"])
       return adapters.build(kind, dict(
           bottleneck_size=int(hf.get("bottleneck_size", 256)),
           non_linearity=hf.get("non_linearity", "tanh"),
           scaling=scaling if scaling == "learned" else float(scaling),
-          targets=_targets(hf.get("target_modules") or ["gate_proj", "up_proj", "down_proj"],
-                           src),
+          targets=_targets(hf.get("target_modules") or default, src),
           init=hf.get("init_weights", "bert"),
           dropout=float(hf.get("adapter_dropout", 0.0) or 0.0)), cfg)
   except KeyError as e:

@@ -159,3 +159,15 @@ def test_convert_refuses_adapter_exports_of_plain_models(tmp_path):
       convert.convert(tmp_path / "hf", tmp_path / "out", "hf", target, **flags)
   assert not (tmp_path / "out").exists()
   assert np.asarray(base["embed"]).shape == (cfg.vocab_size, cfg.d_model)
+
+
+def test_configs_without_target_modules_take_the_defaults():
+  """peft and LLM-Adapters' fork fill in their LLaMA defaults when target_modules is null."""
+  _, _, cfg, _ = ref.base_and_config()
+  lora = peft_io.adapter_from_config({"peft_type": "LORA", "r": 4, "target_modules": None}, cfg)
+  assert lora.targets == ("q", "v")
+  series = peft_io.adapter_from_config({"peft_type": "BOTTLENECK", "target_modules": None}, cfg)
+  assert series.name == "series" and series.targets == ("gate", "up", "down")
+  parallel = peft_io.adapter_from_config(
+      {"peft_type": "BOTTLENECK", "use_parallel_adapter": True, "scaling": "learned"}, cfg)
+  assert parallel.targets == ("q", "k", "v") and parallel.scaling == "learned"
