@@ -4,6 +4,7 @@ Top-level names are imported on first use, so `import llama_jax` (and importing 
 stays cheap and never pulls in orbax, safetensors or torch:
 
   model = llama_jax.load_hf("path/to/hf_llama")   # a Llama; model(input_ids) -> logits
+  model = llama_jax.load_hf("path/to/hf_llama", adapter="path/to/peft_adapter")  # + LoRA, ...
   llama_jax.Llama, llama_jax.ModelConfig
 """
 from __future__ import annotations

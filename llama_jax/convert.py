@@ -19,14 +19,19 @@ python -m llama_jax.convert --from=FORMAT --src=DIR --dst=DIR [--to=FORMAT] [opt
 
 Converts model weights between formats: hf (a transformers LlamaForCausalLM directory), meta
 (params.json + consolidated.*.pth), llama_jax (what training, generation and evaluation load)
-and workdir (a training run: its newest checkpoint). The tokenizer.model of the source, or
---tokenizer, goes along; an HF export also gets the files transformers.AutoTokenizer reads.
+and workdir (a training run: its newest checkpoint), and a run's adapter to peft (a directory
+peft.PeftModel.from_pretrained loads onto the HF export of the base). The tokenizer.model of the
+source, or --tokenizer, goes along; an HF export also gets the files transformers.AutoTokenizer
+reads.
 
   python -m llama_jax.convert --from=hf --to=llama_jax --src=Llama-2-7b-hf --dst=ckpt/llama2_7b
   python -m llama_jax.convert --from=meta --to=llama_jax --src=llama-2-13b --dst=ckpt/llama2_13b
   python -m llama_jax.convert --from=workdir --to=hf --src=runs/tiny --dst=export/tiny
   python -m llama_jax.convert --from=llama_jax --to=hf --src=ckpt/run1 --dst=export/run1 \\
       --dtype=bfloat16 --max_shard_size=5GB
+  python -m llama_jax.convert --from=workdir --to=peft --src=runs/lora --dst=export/lora_adapter
+  python -m llama_jax.convert --from=workdir --to=hf --merge_adapters --src=runs/lora \
+      --dst=export/lora_merged
 
 The destination is written atomically: a failed conversion leaves nothing there."""
 
@@ -56,6 +61,8 @@ def define_flags(flag_values=None):
                        "whose params.json has no max_seq_len.", lower_bound=1, flag_values=fv)
   flags.DEFINE_string("tokenizer", None, "SentencePiece .model to keep with the result "
                       "(default: the source's tokenizer.model, if it has one).", flag_values=fv)
+  flags.DEFINE_bool("merge_adapters", False, "Fold a training run's LoRA into the base weights "
+                    "(--to=hf or llama_jax).", flag_values=fv)
   flags.mark_flags_as_required(["from", "src", "dst"], flag_values=fv)
 
 
@@ -73,7 +80,7 @@ def main(argv, flag_values=None):
   cfg, written = convert(f.src, f.dst, f["from"].value, f.to, dtype=f.dtype,
                          overwrite=f.overwrite, max_shard_bytes=shard_bytes,
                          max_position_embeddings=f.max_position_embeddings,
-                         tokenizer=f.tokenizer)
+                         tokenizer=f.tokenizer, merge_adapters=f.merge_adapters)
   print(f"converted {f['from'].value} {f.src} -> {f.to} {Path(f.dst).absolute()} in "
         f"{time.time() - start:.1f} s")
   print(f"  model: {cfg.n_layers} layers, d_model {cfg.d_model}, heads {cfg.n_heads}/"

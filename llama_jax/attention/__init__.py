@@ -71,17 +71,31 @@ def resolve(impl: str, *, packed: bool = False, decoding: bool = False,
   return "chunked" if seq_len is not None and seq_len > CPU_BLOCKED_MAX_LEN else "xla_blocked"
 
 
+def prefix_kernels() -> list[str]:
+  """The `model.attention` values that can take a shared prefix of keys (and `auto`)."""
+  return [k.name for k in registry.KERNELS.entries() if k.prefix] + [AUTO]
+
+
 def dot_product_attention(q, k, v, *, impl: str = "xla", q_segment_ids=None,
                           kv_segment_ids=None, q_offset=0, grouped: Grouped | None = None,
-                          **options):
-  """Causal attention through kernel `impl`; `grouped` turns on Self-Extend."""
+                          shared_prefix: int = 0, **options):
+  """Causal attention through kernel `impl`; `grouped` turns on Self-Extend; `shared_prefix`:
+  the first n keys are visible to every query whatever the segment ids (prefix tuning)."""
   decoding = not (isinstance(q_offset, int) and q_offset == 0) or q.shape[1] != k.shape[1]
   name = resolve(impl, packed=q_segment_ids is not None, decoding=decoding, dtype=q.dtype,
                  seq_len=k.shape[1], self_extend=grouped is not None)
   kernel = get(name)
   options = {k_: v_ for k_, v_ in options.items() if k_ in kernel.options}
   if grouped is not None:
+    if shared_prefix:
+      raise ValueError("Self-Extend and a shared prefix of keys (prefix tuning) cannot be "
+                       "combined: grouped positions are not defined for virtual tokens")
     check_self_extend(name)
     options["grouped"] = grouped
+  if shared_prefix:
+    if not kernel.prefix:
+      raise ValueError(f"attention kernel {kernel.name!r} cannot take a shared prefix of keys "
+                       f"(prefix tuning); use model.attention in {prefix_kernels()}")
+    options["shared_prefix"] = shared_prefix
   return kernel.fn(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                    q_offset=q_offset, **options)

@@ -36,8 +36,9 @@ from llama_jax.attention import registry, self_extend
 
 def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None,
               block_size: int = 512, block_q: int | None = None, block_k: int | None = None,
-              grouped: self_extend.Grouped | None = None):
-  """q[B, T, H, D], k/v[B, S, K, D] → [B, T, H, D]. Query t sits at key index q_offset + t.
+              grouped: self_extend.Grouped | None = None, shared_prefix: int = 0):
+  """q[B, T, H, D], k/v[B, S, K, D] → [B, T, H, D]. Query t sits at key index q_offset + t;
+  the first `shared_prefix` keys match every segment (prefix tuning's virtual tokens).
 
   `block_size` sets both block sizes unless `block_q` / `block_k` are given; blocks larger than
   the sequence shrink to it.
@@ -82,8 +83,8 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
     ks = _pad(kv_segment_ids.astype(jnp.int32), 1, nk * bk, value=-2)
     segs = (qs.reshape(b, nq, bq).swapaxes(0, 1), ks.reshape(b, nk, bk).swapaxes(0, 1))
   q_offset = jnp.asarray(q_offset, jnp.int32)
-  out = _flash(_Static(bq, bk, s, scale, g, window), qb, kb, vb, segs, q_offset,
-               grouped_blocks)
+  out = _flash(_Static(bq, bk, s, scale, g, window, int(shared_prefix)), qb, kb, vb, segs,
+               q_offset, grouped_blocks)
   out = out.reshape(nq, b, n_kv, g, bq, d).transpose(1, 0, 4, 2, 3, 5).reshape(b, nq * bq, h, d)
   return out[:, :t]
 
@@ -99,10 +100,10 @@ def _pad(x, axis, size, value=0):
 
 class _Static(tuple):
   """Hashable static parameters: block sizes, true key length, scale, query heads per kv head,
-  Self-Extend window (None: off)."""
+  Self-Extend window (None: off), leading keys visible to every segment."""
 
-  def __new__(cls, bq, bk, s, scale, g, window=None):
-    return super().__new__(cls, (bq, bk, s, scale, g, window))
+  def __new__(cls, bq, bk, s, scale, g, window=None, prefix=0):
+    return super().__new__(cls, (bq, bk, s, scale, g, window, prefix))
 
   bq = property(lambda self: self[0])
   bk = property(lambda self: self[1])
@@ -110,6 +111,7 @@ class _Static(tuple):
   scale = property(lambda self: self[3])
   g = property(lambda self: self[4])
   window = property(lambda self: self[5])
+  prefix = property(lambda self: self[6])
 
 
 def _visible(st: _Static, i, j, q_offset, segs, keys_first=False):
@@ -122,7 +124,10 @@ def _visible(st: _Static, i, j, q_offset, segs, keys_first=False):
   mask = mask[None]
   if segs is not None:
     qs, ks = segs
-    mask = mask & (jnp.expand_dims(qs[i], 2 - qa) == jnp.expand_dims(ks[j], 2 - ka))
+    same = jnp.expand_dims(qs[i], 2 - qa) == jnp.expand_dims(ks[j], 2 - ka)
+    if st.prefix:
+      same = same | expand(kv_idx < st.prefix, ka)[None]
+    mask = mask & same
   return mask
 
 
@@ -266,5 +271,5 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 registry.register(registry.Kernel(
-    name="chunked", fn=attention, options=("block_size",), self_extend=True,
+    name="chunked", fn=attention, options=("block_size",), self_extend=True, prefix=True,
     description="blockwise online-softmax attention in pure JAX: O(sequence) memory"))

@@ -7,6 +7,10 @@ A kernel is a `Kernel`: its function `fn(q, k, v, *, q_segment_ids, kv_segment_i
   given them silently — it refuses them itself with an error naming the alternatives;
 - `decoding`: attends a few queries against a longer key cache at a (possibly traced)
   `q_offset`; dispatch hands cached decoding of the other kernels to `chunked`;
+- `prefix`: takes `shared_prefix=n`, n leading keys that every query sees whatever the
+  segment ids (prefix tuning's virtual tokens, `model.KeyValuePrefix`); the call puts the
+  queries after them (`q_offset` >= n). Kernels without it are never given a prefix: the
+  adapter that needs one refuses them (`llama_jax.adapters.prefix`);
 - `options`: the keyword options it takes from the model config (e.g. `block_size`);
 - `self_extend`: merges Self-Extend's neighbour and grouped scores (`self_extend.py`): it takes
   a `grouped` argument (a `self_extend.Grouped`); the others refuse Self-Extend;
@@ -29,6 +33,7 @@ class Kernel:
   fn: Callable
   segments: bool = True
   decoding: bool = True
+  prefix: bool = False
   options: tuple[str, ...] = ()
   backends: tuple[str, ...] = ()
   self_extend: bool = False

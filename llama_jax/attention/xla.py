@@ -21,8 +21,9 @@ def _scores(q, k, n_kv, scale):
 
 
 def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None,
-              grouped: self_extend.Grouped | None = None):
-  """q[B, T, H, D], k/v[B, S, K, D] → [B, T, H, D]. Query t sits at key index q_offset + t."""
+              grouped: self_extend.Grouped | None = None, shared_prefix: int = 0):
+  """q[B, T, H, D], k/v[B, S, K, D] → [B, T, H, D]. Query t sits at key index q_offset + t;
+  the first `shared_prefix` keys are seen by every query (`masks.attention_mask`)."""
   b, t, h, d = q.shape
   n_kv = k.shape[2]
   scale = d ** -0.5 if scale is None else scale
@@ -31,7 +32,8 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
     near = self_extend.neighbours(jnp.arange(t)[:, None] + q_offset, jnp.arange(k.shape[1]),
                                   grouped.window)
     scores = jnp.where(near, scores, _scores(grouped.q, grouped.k, n_kv, scale))
-  mask = attention_mask(t, k.shape[1], q_segment_ids, kv_segment_ids, q_offset)  # [B|1, T, S]
+  mask = attention_mask(t, k.shape[1], q_segment_ids, kv_segment_ids, q_offset,
+                        shared_prefix)  # [B|1, T, S]
   scores = jnp.where(mask[:, None, None], scores, MASK_VALUE)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
@@ -39,5 +41,5 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
 
 
 registry.register(registry.Kernel(
-    name="xla", fn=attention, self_extend=True,
+    name="xla", fn=attention, self_extend=True, prefix=True,
     description="reference: full score matrix, causal + segment mask, GQA"))

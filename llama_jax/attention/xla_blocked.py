@@ -123,7 +123,7 @@ _attend.defvjp(_attend_fwd, _attend_bwd)
 
 
 def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None,
-              num_blocks: int = NUM_BLOCKS):
+              num_blocks: int = NUM_BLOCKS, shared_prefix: int = 0):
   """q[B, T, H, D], k/v[B, S, K, D] → [B, T, H, D]; the same values as `xla.attention`."""
   b, t, h, d = q.shape
   s, n_kv = k.shape[1], k.shape[2]
@@ -134,7 +134,7 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
       attention_mask(end - start, keys,
                      None if q_segment_ids is None else q_segment_ids[:, start:end],
                      None if kv_segment_ids is None else kv_segment_ids[:, :keys],
-                     q_offset + start)
+                     q_offset + start, shared_prefix)
       for start, end, keys in blocks)
   qh = q.reshape(b, t, n_kv, g, d).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, D]
   kh, vh = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, D]
@@ -143,5 +143,5 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, s
 
 
 registry.register(registry.Kernel(
-    name="xla_blocked", fn=attention,
+    name="xla_blocked", fn=attention, prefix=True,
     description="the reference in query blocks with causal block skipping; hand-written backward"))

@@ -3,7 +3,13 @@
 Sources: `hf` (config.json + safetensors, `interop.hf`), `meta` (params.json +
 consolidated.NN.pth, `interop.meta`), `llama_jax` (a converted checkpoint:
 model_config.json + orbax params/, `checkpoints.converted`) and `workdir` (a training run's
-directory, its newest checkpoint, `training.run_reader`). Targets: `llama_jax` and `hf`.
+directory, its newest checkpoint, `training.run_reader`). Targets: `llama_jax`, `hf` and `peft`.
+
+A training run with an adapter exports its adapter (`--to=peft`: a peft directory for LoRA and
+prefix tuning, LLM-Adapters' format for series/parallel adapters, `interop/peft.py`), or, with
+`merge_adapters`, its LoRA folded into the base weights as a plain model (`--to=hf` or
+`llama_jax`); a plain export of an adapter run without merging is refused, not silently
+dropped. `load_hf(base, adapter=peft_dir)` applies a peft / LLM-Adapters adapter to an HF model.
 
 Every conversion is a read (any format → ModelConfig + nested NumPy parameter tree, streamed
 one tensor at a time into preallocated stacked arrays) followed by a write (the tree → a format,
@@ -24,6 +30,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from llama_jax import adapters
 from llama_jax.checkpoints import converted
 from llama_jax.checkpoints.converted import lazy_params, load_params, save_converted
 from llama_jax.core.errors import CheckpointError
@@ -35,7 +42,7 @@ __all__ = ["CheckpointError", "checkpoint_kind", "convert", "load_config", "load
            "load_model", "load_params", "read", "save_converted", "tokenizer_of"]
 
 SOURCES = ("hf", "meta", "llama_jax", "workdir")
-TARGETS = ("llama_jax", "hf")
+TARGETS = ("llama_jax", "hf", "peft")
 
 
 def read(src_format: str, src: str | os.PathLike, dtype: str | None = None,
@@ -79,17 +86,27 @@ def source_tokenizer(src: str | os.PathLike, src_format: str) -> str | None:
   return hf_tokenizer.find_tokenizer(src, src_format)
 
 
+def _run_adapter(src_format: str, src) -> spec_lib.ModelSpec | None:
+  """The spec of a training run that has an adapter (None for anything else)."""
+  if src_format != "workdir" or not workdir_lib.is_workdir(src):
+    return None
+  spec = run_reader.load_training_config(src).spec
+  return spec if spec.adapter is not None else None
+
+
 def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
             dst_format: str = "llama_jax", *, dtype: str | None = None, overwrite: bool = False,
             max_shard_bytes: int | None = None, max_position_embeddings: int | None = None,
-            tokenizer: str | os.PathLike | None = None) -> tuple[ModelConfig, list[Path]]:
+            tokenizer: str | os.PathLike | None = None,
+            merge_adapters: bool = False) -> tuple[ModelConfig, list[Path]]:
   """Converts a checkpoint directory; returns the config and the top-level paths written.
 
   dtype: parameter dtype of the result (default: as stored in the source). max_shard_bytes:
   shard size limit of an HF export. max_position_embeddings: context length of a Meta
   checkpoint whose params.json has no max_seq_len. tokenizer: the SentencePiece model to keep
   with the result (default: the source's, `source_tokenizer`); an HF export writes it with the
-  files `transformers.AutoTokenizer` reads.
+  files `transformers.AutoTokenizer` reads. merge_adapters: fold a training run's LoRA into the
+  base weights (`--to=hf` / `llama_jax`).
   """
   if dst_format not in TARGETS:
     raise CheckpointError(f"target format {dst_format!r} is unknown; allowed: {list(TARGETS)}")
@@ -113,6 +130,15 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
   if tokenizer is not None and not Path(os.path.expanduser(os.fspath(tokenizer))).is_file():
     raise CheckpointError(f"tokenizer {os.fspath(tokenizer)} does not exist; give a "
                           "SentencePiece .model file")
+  run_spec = _run_adapter(src_format, src)
+  if run_spec is None and (dst_format == "peft" or merge_adapters):
+    raise CheckpointError(
+        f"{'--to=peft' if dst_format == 'peft' else '--merge_adapters'} needs a training run "
+        f"with an adapter (--from=workdir, config adapter.name set); {src} is not one")
+  if run_spec is not None:
+    return _convert_adapter_run(run_spec, src, dst, dst_format, dtype=dtype,
+                                overwrite=overwrite, max_shard_bytes=max_shard_bytes,
+                                merge=merge_adapters, tokenizer=tokenizer)
   if src_format == "llama_jax" and dst_format == "hf":
     # Stream layer slices straight from the stored arrays instead of restoring the model.
     cfg = converted.load_config(src)
@@ -131,15 +157,61 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
                                  tokenizer=tokenizer, **kwargs)
 
 
-def load_hf(path: str | os.PathLike, dtype: str | None = None):
+def _convert_adapter_run(spec, src: Path, dst: Path, dst_format: str, *, dtype, overwrite,
+                         max_shard_bytes, merge: bool,
+                         tokenizer=None) -> tuple[ModelConfig, list[Path]]:
+  """Exports a training run with an adapter: the adapter (peft) or the merged model."""
+  name = spec.adapter.name
+  if dst_format == "peft":
+    if merge:
+      raise CheckpointError("--merge_adapters writes a plain model: use it with --to=hf or "
+                            "--to=llama_jax, not --to=peft")
+    from llama_jax.interop import peft as peft_format
+    base = workdir_lib.read_config(src).init_from
+    params, _ = run_reader.latest_params(src)
+    params = jax.tree.map(np.asarray, jax.device_get(spec.saved_params(params)))
+    return spec.config, peft_format.write_adapter(dst, spec, params, base_model=base,
+                                                  overwrite=overwrite)
+  if not merge:
+    raise CheckpointError(
+        f"{src} is a run with adapter {name!r}: export the adapter with --to=peft (it loads "
+        "onto the HF export of its base), or pass --merge_adapters to fold it into the base "
+        f"weights ({[a.name for a in adapters.registry.ADAPTERS.entries() if a.mergeable]} "
+        "only)")
+  if not spec.adapter.mergeable:
+    spec.adapter.merge({})  # raises the adapter's own explanation
+  params, _ = run_reader.latest_params(src)
+  params = jax.tree.map(np.asarray, jax.device_get(spec.adapter.merge(params)))
+  cfg = spec.config
+  if dtype is not None:
+    cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
+  params = jax.tree.map(lambda x: x.astype(converted.np_dtype(cfg.param_dtype)), params)
+  if dst_format == "llama_jax":
+    save_converted(dst, cfg, params, overwrite=overwrite, tokenizer=tokenizer)
+    return cfg, [dst / converted.MODEL_CONFIG_FILE, dst / converted.PARAMS_DIR] + (
+        [dst / converted.TOKENIZER_FILE] if tokenizer is not None else [])
+  from llama_jax.interop import hf as hf_format
+  kwargs = {} if max_shard_bytes is None else {"max_shard_bytes": max_shard_bytes}
+  return cfg, hf_format.write_hf(dst, cfg, params, dtype=dtype, overwrite=overwrite,
+                                 tokenizer=tokenizer, **kwargs)
+
+
+def load_hf(path: str | os.PathLike, dtype: str | None = None,
+            adapter: str | os.PathLike | None = None):
   """A `Llama` from an HF LlamaForCausalLM directory (config.json + safetensors).
 
   `model(input_ids)` with int input_ids [batch, seq] returns float32 logits [batch, seq, vocab].
   dtype: parameter and compute dtype (default: the checkpoint's dtype on disk).
+  adapter: a peft (LoRA, prefix tuning) or LLM-Adapters (bottleneck) adapter directory to
+    apply; its parameters stay float32.
   """
   from llama_jax.interop import hf as hf_format
   cfg, params = hf_format.read_hf(path, dtype)
-  return spec_lib.from_params(cfg, params)
+  if adapter is None:
+    return spec_lib.from_params(cfg, params)
+  from llama_jax.interop import peft as peft_format
+  found, adapter_params = peft_format.read_adapter(adapter, cfg)
+  return spec_lib.from_params(cfg, spec_lib.combine(params, adapter_params), adapter=found)
 
 
 def checkpoint_kind(path: str | os.PathLike) -> str:
@@ -206,8 +278,10 @@ def load_model(path: str | os.PathLike, dtype: str | None = None, **cfg_override
   if cfg_overrides:
     cfg = cfg.replace(**cfg_overrides)
   if checkpoint_kind(path) == "workdir":
-    params, _ = run_reader.latest_params(path)  # a training run: its newest checkpoint
-    return spec_lib.from_params(cfg, params)
+    # A training run: its newest checkpoint (with its adapter, if it trained one).
+    adapter = run_reader.load_training_config(path).spec.adapter
+    params, _ = run_reader.latest_params(path)
+    return spec_lib.from_params(cfg, params, adapter=adapter)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return spec_lib.from_params(cfg, load_params(path, cfg, shardings=device))
 

@@ -23,6 +23,15 @@ Layout decisions:
 - Self-Extend (`model.self_extend_window/group`, `attention/self_extend.py`) rotates queries and
   keys a second time at grouped positions and hands both to the attention kernel; with a
   `KVCache` it caches keys before rotation (both rotations are redone from the cached positions).
+- Seams for PEFT adapters, which are installed from outside (`llama_jax.adapters`) and never
+  branched on here: every projection runs through a parameterless `Linear` module next to its
+  weight (`Attention.q_proj` applies `Attention.q`, ...), every attention layer asks its
+  `KeyValuePrefix` for keys/values that all queries see ahead of the sequence (none by
+  default), and `Llama.position_offset` counts the virtual tokens such a prefix stands for
+  (the input's positions start after them, as HF derives positions from the cache length). An
+  installer replaces a seam with a module of the same call signature that holds its own
+  parameters; the base parameters keep their paths. `features(..., rng=key)` hands every layer
+  its own key for stochastic seams (adapter dropout); without it everything is deterministic.
 """
 from __future__ import annotations
 
@@ -78,6 +87,32 @@ def project(x: jax.Array, w: jax.Array, n_in: int) -> jax.Array:
   return y.reshape(*lead, *w_out)
 
 
+class Linear(nnx.Module):
+  """The seam of one projection: x · w, contracting x's last `n_in` axes with w's first.
+
+  The weight stays a parameter of the owning module; this module has none. Adapters replace it
+  with a module taking the same (x, w, ctx) that adds its own parameters and terms.
+  """
+
+  def __init__(self, n_in: int = 1):
+    self.n_in = n_in
+
+  def __call__(self, x, w, ctx=None):
+    return project(x, w.astype(x.dtype), self.n_in)
+
+
+class KeyValuePrefix(nnx.Module):
+  """The seam for `length` keys/values put ahead of the sequence, visible to every query.
+
+  None by default; prefix tuning replaces it with one that holds per-layer virtual tokens.
+  `__call__(k, v, kv_segment_ids)` returns the keys, values and key segment ids to attend to.
+  """
+  length = 0
+
+  def __call__(self, k, v, kv_segment_ids):
+    return k, v, kv_segment_ids
+
+
 class FeedForward(nnx.Module):
   """SwiGLU (Shazeer 2020): W_down(SiLU(W_gate x) ⊙ W_up x)."""
 
@@ -87,13 +122,13 @@ class FeedForward(nnx.Module):
     self.gate = _param(rngs, stack + (d, f), lead + ("embed", "mlp"), std, pd)
     self.up = _param(rngs, stack + (d, f), lead + ("embed", "mlp"), std, pd)
     self.down = _param(rngs, stack + (f, d), lead + ("mlp", "embed"), std, pd)
+    self.gate_proj, self.up_proj, self.down_proj = Linear(1), Linear(1), Linear(1)
 
-  def __call__(self, x):
-    dt = x.dtype
-    gate = checkpoint_name(project(x, self.gate[...].astype(dt), 1), "mlp_gate")
-    up = checkpoint_name(project(x, self.up[...].astype(dt), 1), "mlp_up")
+  def __call__(self, x, ctx=None):
+    gate = checkpoint_name(self.gate_proj(x, self.gate[...], ctx), "mlp_gate")
+    up = checkpoint_name(self.up_proj(x, self.up[...], ctx), "mlp_up")
     hidden = jax.nn.silu(gate) * up
-    return project(hidden, self.down[...].astype(dt), 1)
+    return self.down_proj(hidden, self.down[...], ctx)
 
 
 class Context(NamedTuple):
@@ -110,6 +145,7 @@ class Context(NamedTuple):
   group_sin: jax.Array | None = None
   key_group_cos: jax.Array | None = None  # f32[B, S, head_dim]
   key_group_sin: jax.Array | None = None
+  rng: jax.Array | None = None  # this layer's key for stochastic seams; None: deterministic
 
 
 class Attention(nnx.Module):
@@ -123,15 +159,17 @@ class Attention(nnx.Module):
     self.k = _param(rngs, stack + (d, k, hd), lead + ("embed", "kv_heads", "head_dim"), std, pd)
     self.v = _param(rngs, stack + (d, k, hd), lead + ("embed", "kv_heads", "head_dim"), std, pd)
     self.o = _param(rngs, stack + (h, hd, d), lead + ("heads", "head_dim", "embed"), std, pd)
+    self.q_proj, self.k_proj, self.v_proj, self.o_proj = Linear(1), Linear(1), Linear(1), Linear(2)
+    self.prefix = KeyValuePrefix()
     self.impl = cfg.attention
     self.block_size = cfg.attention_block_size
     self.self_extend_window = cfg.self_extend_window
 
   def __call__(self, x, ctx: Context, kv_cache=None, cache_index=None):
     dt = x.dtype
-    q = project(x, self.q[...].astype(dt), 1)
-    k = project(x, self.k[...].astype(dt), 1)
-    v = project(x, self.v[...].astype(dt), 1)
+    q = self.q_proj(x, self.q[...], ctx)
+    k = self.k_proj(x, self.k[...], ctx)
+    v = self.v_proj(x, self.v[...], ctx)
     q_raw, k_raw = q, k  # before rotation (Self-Extend rotates them a second way)
     q = checkpoint_name(rope_lib.apply(q, ctx.cos, ctx.sin), "query")
     if kv_cache is None:
@@ -155,12 +193,14 @@ class Attention(nnx.Module):
           q=rope_lib.apply(q_raw, ctx.group_cos, ctx.group_sin),
           k=rope_lib.apply(k_raw, ctx.key_group_cos, ctx.key_group_sin),
           window=self.self_extend_window)
+    n_prefix = self.prefix.length
+    k, v, kv_segment_ids = self.prefix(k, v, ctx.kv_segment_ids)
     out = attention_lib.dot_product_attention(
-        q, k, v, impl=self.impl, q_segment_ids=ctx.q_segment_ids,
-        kv_segment_ids=ctx.kv_segment_ids, q_offset=ctx.q_offset, block_size=self.block_size,
+        q, k, v, impl=self.impl, q_segment_ids=ctx.q_segment_ids, kv_segment_ids=kv_segment_ids,
+        q_offset=ctx.q_offset + n_prefix, shared_prefix=n_prefix, block_size=self.block_size,
         grouped=grouped)
     out = checkpoint_name(out, "attention")
-    return project(out, self.o[...].astype(dt), 2), new_cache
+    return self.o_proj(out, self.o[...], ctx), new_cache
 
 
 class Block(nnx.Module):
@@ -176,7 +216,7 @@ class Block(nnx.Module):
   def __call__(self, x, ctx: Context, kv_cache=None, cache_index=None):
     attn, new_cache = self.attention(self.attention_norm(x), ctx, kv_cache, cache_index)
     h = x + attn
-    return h + self.ffn(self.ffn_norm(h)), new_cache
+    return h + self.ffn(self.ffn_norm(h), ctx), new_cache
 
 
 @flax.struct.dataclass
@@ -214,6 +254,7 @@ class Llama(nnx.Module):
     if not cfg.tie_embeddings:
       self.lm_head = _param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
                             cfg.init_std, pd)
+    self.position_offset = 0  # virtual tokens ahead of every sequence (see KeyValuePrefix)
 
   def _context(self, positions, segment_ids, cache: KVCache | None, rope_inputs=None):
     cfg = self.cfg
@@ -273,11 +314,12 @@ class Llama(nnx.Module):
     return self.embed[...] if self.cfg.tie_embeddings else self.lm_head[...]
 
   def features(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None,
-               rope_inputs: rope_lib.RopeInputs | None = None):
+               rope_inputs: rope_lib.RopeInputs | None = None, rng: jax.Array | None = None):
     """The final-normed hidden states [B, T, d_model] before the output projection.
 
     Training uses these with `loss.cross_entropy`, so the [B, T, vocab] logits of a
-    long sequence never exist at once. Returns (hidden, updated cache or None).
+    long sequence never exist at once. Returns (hidden, updated cache or None). `rng` (training
+    only) is split into one key per layer for stochastic seams such as adapter dropout.
     """
     cfg = self.cfg
     tokens = token_ids(tokens, cfg.vocab_size)
@@ -285,6 +327,7 @@ class Llama(nnx.Module):
     if positions is None:
       start = 0 if cache is None else cache.index
       positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32) + start, (b, t))
+    positions = positions + self.position_offset
     ctx, new_cache = self._context(positions, segment_ids, cache, rope_inputs)
     dt = jnp.dtype(cfg.dtype)
     # Gather the table's fsdp shards first (ZeRO-3 style): looking rows up in a table whose
@@ -298,20 +341,21 @@ class Llama(nnx.Module):
     cache_index = None if cache is None else cache.index
 
     def layer(x, xs):
-      state, k_cache, v_cache = xs
+      state, k_cache, v_cache, key = xs
       block = nnx.merge(graphdef, state)
       kv = None if cache is None else (k_cache, v_cache)
-      x, kv = block(x, ctx, kv, cache_index)
+      x, kv = block(x, ctx if key is None else ctx._replace(rng=key), kv, cache_index)
       return constrain(x, ("act_batch", "act_length", "act_embed"), rules), kv
 
     layer = remat(layer, cfg.remat)
     cache_kv = (None, None) if cache is None else (cache.k, cache.v)
+    keys = None if rng is None else jax.random.split(rng, cfg.n_layers)
     if cfg.scan_layers:
-      x, kv = jax.lax.scan(layer, x, (layer_state, *cache_kv))
+      x, kv = jax.lax.scan(layer, x, (layer_state, *cache_kv, keys))
     else:
       outs = []
       for i in range(cfg.n_layers):
-        xs = jax.tree.map(lambda a: a[i], (layer_state, *cache_kv))
+        xs = jax.tree.map(lambda a: a[i], (layer_state, *cache_kv, keys))
         x, kv_i = layer(x, xs)
         outs.append(kv_i)
       kv = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)

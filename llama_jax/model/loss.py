@@ -78,9 +78,13 @@ def cross_entropy(hidden, head, targets, mask, chunk_size: int = 1024, vocab_chu
   return jnp.sum(nll * mask), jnp.sum(mask)
 
 
-def batch_loss_sums(model, batch: dict, chunk_size: int = LOSS_CHUNK, vocab_chunk: int = 0):
-  """(summed masked NLL, masked token count), float32 scalars, of `model` on one batch."""
+def batch_loss_sums(model, batch: dict, chunk_size: int = LOSS_CHUNK, vocab_chunk: int = 0,
+                    rng=None):
+  """(summed masked NLL, masked token count), float32 scalars, of `model` on one batch.
+
+  `rng`: key for the model's stochastic parts (adapter dropout); None evaluates without them.
+  """
   hidden, _ = model.features(batch["tokens"], batch["positions"], batch["segment_ids"],
-                             rope_inputs=batch.get(ROPE_KEY))
+                             rope_inputs=batch.get(ROPE_KEY), rng=rng)
   return cross_entropy(hidden, model.head(), batch["targets"], batch["loss_mask"], chunk_size,
                        vocab_chunk)

@@ -9,6 +9,13 @@ checkpoint readers take the spec instead of rebuilding it.
 
 Parameters are plain nested dicts of arrays (`to_params`); a parameter's path is its dict keys
 joined by "/" (`layers/attention/q`), the name regexes such as `optim.trainable` match.
+
+A spec may carry an adapter (`llama_jax.adapters`; this layer only calls its `install`,
+`initialize` and reads its `param_type`): its graph and parameters are then those of the model
+with the adapter installed, and the parameters of the adapter's type are the only trainable ones
+(intersected with `optim.trainable`) and the only ones a run's checkpoint holds (`saved`); the
+rest — the base — comes from `init_from` (or the seed) at every start. `select` and `combine`
+split a parameter tree by such a mask and join the parts again.
 """
 from __future__ import annotations
 
@@ -29,9 +36,22 @@ from llama_jax.parallel import sharding
 from llama_jax.parallel.logical_axes import Rules
 
 
-def abstract(cfg: ModelConfig, rules: Rules | None = None) -> Llama:
+ADAPTER_STREAM = 0xADA  # adapters draw their initial values from fold_in(seed key, this)
+
+
+def build(cfg: ModelConfig, rules: Rules | None = None, adapter=None, seed: int = 0) -> Llama:
+  """The model initialised from `seed`, with `adapter` installed (from its own random stream,
+  so the base weights of a seed do not depend on the adapter)."""
+  model = Llama(cfg, rngs=nnx.Rngs(params=seed), rules=rules)
+  if adapter is not None:
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), ADAPTER_STREAM)
+    adapter.install(model, nnx.Rngs(params=key))
+  return model
+
+
+def abstract(cfg: ModelConfig, rules: Rules | None = None, adapter=None) -> Llama:
   """The model with ShapeDtypeStruct leaves: shapes, dtypes and logical axes, no memory."""
-  return nnx.eval_shape(lambda: Llama(cfg, rngs=nnx.Rngs(params=0), rules=rules))
+  return nnx.eval_shape(lambda: build(cfg, rules, adapter))
 
 
 def to_params(model: Llama) -> dict:
@@ -63,6 +83,33 @@ def trainable_mask(params, regex: str):
                                           params)
 
 
+def select(params, mask) -> dict:
+  """The leaves of the nested dict `params` where `mask` is True (dicts left empty dropped)."""
+  out = {}
+  for key, value in params.items():
+    if isinstance(value, dict):
+      sub = select(value, mask[key])
+      if sub:
+        out[key] = sub
+    elif mask[key]:
+      out[key] = value
+  return out
+
+
+def combine(*trees) -> dict:
+  """One nested dict holding the leaves of all `trees` (which must not share a path)."""
+  out: dict = {}
+  for tree in trees:
+    for key, value in tree.items():
+      if isinstance(value, dict) and isinstance(out.get(key), dict):
+        out[key] = combine(out[key], value)
+      elif key in out:
+        raise ValueError(f"combine: parameter {key!r} is in more than one tree")
+      else:
+        out[key] = value
+  return out
+
+
 def count_params(params, mask=None) -> int:
   """Number of parameter elements (only where `mask` is True, if given)."""
   sizes = [math.prod(getattr(x, "shape", ())) for x in jax.tree.leaves(params)]
@@ -86,26 +133,36 @@ class ModelSpec:
   logical_axes: dict[str, tuple]  # parameter path → logical axis names
   trainable: dict  # nested dict of bool like the parameters
   trainable_regex: str = ".*"
+  adapter: Any = None  # the installed adapter (llama_jax.adapters), or None
+  saved: dict | None = None  # bool tree: what a run's checkpoint holds (None: everything)
 
   @classmethod
-  def build(cls, config: ModelConfig, rules: Rules | None = None,
-            trainable: str = ".*") -> "ModelSpec":
-    """The spec of `config` (cached: a run that validates its config twice, e.g. once before
-    `jax.distributed` starts and once after, builds the abstract model once)."""
-    return _build(cls, config, rules, trainable)
+  def build(cls, config: ModelConfig, rules: Rules | None = None, trainable: str = ".*",
+            adapter=None) -> "ModelSpec":
+    """The spec of `config` (with `adapter` installed). Cached: a run that validates its
+    config twice, e.g. once before `jax.distributed` starts and once after, builds the
+    abstract model once (adapters are frozen dataclasses, so they key the cache too)."""
+    return _build(cls, config, rules, trainable, adapter)
 
   @classmethod
-  def _from_model(cls, config, rules, trainable) -> "ModelSpec":
-    model = abstract(config, rules)
+  def _from_model(cls, config, rules, trainable, adapter) -> "ModelSpec":
+    model = abstract(config, rules, adapter)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     mask = trainable_mask(params, trainable)
+    saved = None
+    if adapter is not None:
+      own = set(paths(nnx.to_pure_dict(nnx.state(model, adapter.param_type))))
+      saved = jax.tree_util.tree_map_with_path(lambda p, _: param_path(p) in own, params)
+      mask = jax.tree.map(lambda a, b: a and b, mask, saved)
     if not any(jax.tree.leaves(mask)):
-      raise ConfigError(f"optim.trainable={trainable!r} matches no parameter; parameter paths "
-                        f"are e.g. {paths(params)[:6]}")
+      where = "adapter parameter" if adapter is not None else "parameter"
+      example = sorted(own) if adapter is not None else paths(params)
+      raise ConfigError(f"optim.trainable={trainable!r} matches no {where}; {where} paths "
+                        f"are e.g. {example[:6]}")
     del state
     return cls(config, rules, graphdef, params, sharding.param_logical_axes(model), mask,
-               trainable)
+               trainable, adapter, saved)
 
   # ------------------------------------------------------------------------------ queries
   @property
@@ -114,6 +171,23 @@ class ModelSpec:
 
   def num_params(self, trainable_only: bool = False) -> int:
     return count_params(self.abstract_params, self.trainable if trainable_only else None)
+
+  def split_trainable(self, params) -> tuple[dict, dict]:
+    """(trainable, frozen) parts of a parameter tree (the frozen part is {} when all train)."""
+    if self.all_trainable:
+      return params, {}
+    frozen = jax.tree.map(lambda t: not t, self.trainable)
+    return select(params, self.trainable), select(params, frozen)
+
+  def saved_params(self, params) -> dict:
+    """The part of `params` a run's checkpoint holds: the adapter's, or everything."""
+    return params if self.saved is None else select(params, self.saved)
+
+  def base_params(self, params) -> dict:
+    """The part of `params` that is not the adapter's (everything without an adapter)."""
+    if self.saved is None:
+      return params
+    return select(params, jax.tree.map(lambda s: not s, self.saved))
 
   def param_shardings(self, mesh, rules: Rules | None = None):
     """A NamedSharding for every parameter, from its logical axes."""
@@ -132,9 +206,18 @@ class ModelSpec:
         raise ValueError(f"parameter {name} has shape {got[name]}; the config implies {shape}")
 
   # ------------------------------------------------------------------------------ models
-  def init_params(self, seed: int) -> dict:
-    """A random initialisation (pure: run it under `jax.jit` with out_shardings)."""
-    return to_params(Llama(self.config, rngs=nnx.Rngs(params=seed), rules=self.rules))
+  def init_params(self, seed: int, base: dict | None = None) -> dict:
+    """A random initialisation (pure: run it under `jax.jit` with out_shardings).
+
+    `base` (adapter specs): the base weights to install the adapter on, instead of random ones;
+    base-dependent adapter values (DoRA's magnitudes) are computed from them.
+    """
+    params = to_params(build(self.config, self.rules, self.adapter, seed))
+    if self.adapter is None:
+      return params if base is None else base
+    if base is not None:
+      params = combine(self.saved_params(params), base)
+    return self.adapter.initialize(params)
 
   def merge(self, params, rules: Rules | None | str = "spec") -> Llama:
     """The model holding `params` (inside a jitted function: the graph is static).
@@ -149,13 +232,19 @@ class ModelSpec:
 
 
 @functools.lru_cache(maxsize=16)
-def _build(cls, config: ModelConfig, rules, trainable: str) -> ModelSpec:
-  return cls._from_model(config, rules, trainable)
+def _build(cls, config: ModelConfig, rules, trainable: str, adapter) -> ModelSpec:
+  return cls._from_model(config, rules, trainable, adapter)
 
 
-def from_params(cfg: ModelConfig, params: dict, rules: Rules | None = None) -> Llama:
+def from_params(cfg: ModelConfig, params: dict, rules: Rules | None = None,
+                adapter=None) -> Llama:
   """A model holding `params` (a nested dict of arrays, as `to_params` returns), cast to the
-  config's `param_dtype`; shapes are checked against the config first."""
-  spec = ModelSpec.build(cfg, rules)
+  config's `param_dtype` (adapter parameters keep theirs); shapes are checked against the
+  config (and the adapter) first."""
+  spec = ModelSpec.build(cfg, rules, adapter=adapter)
   spec.check(params)
-  return spec.merge(jax.tree.map(lambda x: jnp.asarray(x, jnp.dtype(cfg.param_dtype)), params))
+  dtype = jnp.dtype(cfg.param_dtype)
+  own = spec.saved if spec.saved is not None else jax.tree.map(lambda _: False, params)
+  return spec.merge(jax.tree.map(
+      lambda x, a, mine: jnp.asarray(x, a.dtype if mine else dtype), params,
+      spec.abstract_params, own))

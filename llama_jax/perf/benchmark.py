@@ -19,6 +19,11 @@ so that drifting machine load affects every implementation alike.
 batch shrinks as sequences grow, never below 1); `fixed` keeps batch_size rows at every length.
 `--time=false` only compiles: memory and compile time at lengths too long to run here.
 
+With `config.adapter` set (e.g. `configs/bench_34m_lora.py`) both sides train the adapter only:
+the JAX step with the frozen base, `hf_torch` as HF peft's `get_peft_model` with the same
+options (LoRA, rsLoRA, DoRA, prefix tuning). Model FLOPs then count 2x forward (no weight
+gradients for the frozen base; the adapter's own FLOPs are left out), for MFU.
+
 Writes DIR/bench.json (header + one record per impl and length), DIR/bench.md (a table) and
 DIR/bench.png (throughput and memory against sequence length, one line per impl).
 
@@ -75,7 +80,8 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
                  else compile_options.DEFAULT)
   if not seq_lens or any(t < 1 for t in seq_lens):
     raise UsageError(f"--seq_lens={seq_lens} must be positive integers")
-  base_cfg = config_lib.validate(config, check_paths=False).model
+  checked = config_lib.validate(config, check_paths=False)
+  base_cfg, adapter = checked.model, checked.spec.adapter
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
 
@@ -94,6 +100,9 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
       "peak_measured": f"{peaks['measured'] / 1e9:.1f} GFLOP/s ({peaks['measured_source']})",
       "peak_datasheet": (f"{peaks['datasheet'] / 1e9:.1f} GFLOP/s ({peaks['datasheet_source']})"
                          if peaks.get("datasheet") else peaks["datasheet_source"]),
+      "adapter": ("none (full training)" if adapter is None else
+                  f"{adapter!r}: {checked.spec.num_params(True):,} trainable parameters; "
+                  "model FLOPs = 2x forward"),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "step_compile": (f"{step_compile}: compiler_options {compilation.xla_options}, "
                        f"vocab_chunk {compilation.vocab_chunk or 'none'}"),
@@ -105,9 +114,10 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
     batch = batch_for(config, seq_len, batch_mode)
     cfg_t = base_cfg.replace(max_position_embeddings=max(base_cfg.max_position_embeddings,
                                                          seq_len))
-    flops[seq_len] = cfg_t.flops_per_token(seq_len)
+    flops[seq_len] = (cfg_t.flops_per_token(seq_len) if adapter is None
+                      else 2 * cfg_t.flops_per_token(seq_len, training=False))
     rows = _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_steps,
-                           torch_threads, header, device, compilation)
+                           torch_threads, header, device, compilation, adapter)
     rows_all += rows
     if time_steps:  # the peak again, at the load the steps just saw; the best one counts
       again = bench_report.device_peaks(base_cfg.dtype)
@@ -125,7 +135,8 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
 
 
 def _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_steps,
-                    torch_threads, header, device, compilation=None) -> list[dict]:
+                    torch_threads, header, device, compilation=None,
+                    adapter=None) -> list[dict]:
   """Compiles (and times, interleaved) every implementation at one length; one row each."""
   from llama_jax.perf import jax_step as bench_jax
   from llama_jax.perf import report as bench_report
@@ -141,13 +152,14 @@ def _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_st
           row["note"] = "skipped: the baseline runs on CPU only in this benchmark"
           continue
         from llama_jax.perf import torch_step as bench_torch
-        runner = bench_torch.TorchStep(cfg_t, config.optim, threads=torch_threads or None)
+        runner = bench_torch.TorchStep(cfg_t, config.optim, threads=torch_threads or None,
+                                       adapter=adapter)
         header["torch_threads"] = runner.threads
         runner.set_batch(bench_jax.synthetic_batch(batch, seq_len, cfg_t.vocab_size))
       else:
         rows[impl] = row
         runner = bench_jax.JaxStep(cfg_t.replace(attention=impl), config.optim, batch, seq_len,
-                                   compilation=compilation)
+                                   compilation=compilation, adapter=adapter)
         info = runner.compile()
         row.update(compile_seconds=info["compile_seconds"],
                    peak_memory_bytes=info["memory"].get("peak_bytes"), memory=info["memory"],

@@ -73,9 +73,10 @@ class JaxStep:
   """The compiled train step for one (model config, batch, seq_len), with its state."""
 
   def __init__(self, model_cfg: ModelConfig, optim_cfg, batch: int, seq_len: int,
-               seed: int = 0, total_steps: int = 1000, compilation=None):
+               seed: int = 0, total_steps: int = 1000, compilation=None, adapter=None):
+    """`adapter`: a `llama_jax.adapters` adapter to train (the base frozen), or None."""
     self.model_cfg, self.batch, self.seq_len, self.seed = model_cfg, batch, seq_len, seed
-    self.spec = ModelSpec.build(model_cfg, trainable=optim_cfg.trainable)
+    self.spec = ModelSpec.build(model_cfg, trainable=optim_cfg.trainable, adapter=adapter)
     self.tx, schedule = state_lib.make_optimizer(self.spec, optim_cfg, total_steps)
     self._jitted = step_lib.make_train_step(self.spec, self.tx, schedule,
                                             compilation=compilation)

@@ -17,6 +17,10 @@ is allocated: every input is a ShapeDtypeStruct) and compiled ahead of time. Rep
   is a lower bound and the formula is the number to use;
 - with --hbm_gib, whether the peak fits; with --peak_tflops and --mfu, the implied step time.
 
+With an adapter (`config.adapter`) the parameters are the frozen base plus the adapter, the
+optimizer state covers the adapter only, and the model formula counts 2x forward per step (no
+weight gradients for the frozen base; the adapter's own FLOPs are left out).
+
 The CPU compiler stands in for the target's: sharding, the per-device shapes, parameters,
 optimizer state and activation sets are the target's, but fusion and buffer reuse differ by
 backend (the CPU backend may also keep some bfloat16 temporaries in float32), so treat the
@@ -142,7 +146,9 @@ def plan(config, n_devices: int, hbm_gib: float = 0.0, peak_tflops: float = 0.0,
   memory = bench_jax.memory_from_analysis(compiled.memory_analysis())
   xla_flops = bench_jax.flops_from_cost_analysis(compiled)
   tokens = batch * seq_len
-  model_flops = model_cfg.flops_per_token(seq_len) * tokens
+  per_token = (model_cfg.flops_per_token(seq_len) if spec.adapter is None
+               else 2 * model_cfg.flops_per_token(seq_len, training=False))
+  model_flops = per_token * tokens
   report = {
       "devices": n_devices,
       "mesh": dict(mesh.shape),
@@ -167,6 +173,9 @@ def plan(config, n_devices: int, hbm_gib: float = 0.0, peak_tflops: float = 0.0,
                          "xla_cost_analysis_per_device": xla_flops},
       "compile_seconds": compile_seconds,
   }
+  if spec.adapter is not None:
+    report["adapter"] = {"name": spec.adapter.name, "options": spec.adapter.options(),
+                         "trainable_params": spec.num_params(True)}
   if hbm_gib > 0:
     peak = memory.get("peak_bytes", 0)
     report["fits"] = {"hbm_gib": hbm_gib, "peak_gib": peak / GIB,
@@ -189,6 +198,9 @@ def format_report(name: str, r: dict) -> str:
       f"plan: {name} on {r['devices']} devices ({mesh})",
       f"  model     {_count(m['params'])} params ({m['param_dtype']} params, {m['dtype']} "
       f"compute), attention={m['attention']}, remat={m['remat']}, scan_layers={m['scan_layers']}",
+      *([f"  adapter   {r['adapter']['name']} {r['adapter']['options']}: "
+         f"{_count(r['adapter']['trainable_params'])} trainable parameters"]
+        if "adapter" in r else []),
       f"  batch     {r['batch']['sequences']} x {r['batch']['seq_len']} tokens, grad_accum "
       f"{r['batch']['grad_accum']} ({r['batch']['sequences_per_device_per_microbatch']:g} "
       f"sequences, {r['batch']['tokens_per_device_per_microbatch']:,.0f} tokens per device per "

@@ -110,8 +110,8 @@ def write_json(path: Path, header: dict, records: list[dict]) -> None:
 
 def write_markdown(path: Path, header: dict, records: list[dict]) -> None:
   lines = [f"# Benchmark: {header['config']}", ""]
-  for key in ("command", "device", "model", "batch_mode", "peak_measured", "peak_datasheet",
-              "xla_flags", "step_compile", "allocator", "torch_threads"):
+  for key in ("command", "device", "model", "adapter", "batch_mode", "peak_measured",
+              "peak_datasheet", "xla_flags", "step_compile", "allocator", "torch_threads"):
     if header.get(key) is not None:
       lines.append(f"- **{key}**: {header[key]}")
   lines += ["", "| impl | seq_len | batch | step ms (median) | tokens/s | model TFLOP/s | "

@@ -8,6 +8,10 @@ Runs in a child process, driven step by step through a pipe, so that
 The step mirrors `training.step`: float32 logits, mean cross-entropy over the loss mask, backward,
 global-norm clipping, AdamW with the config's betas, eps and weight decay. Attention is HF's
 `sdpa` (PyTorch's fused scaled-dot-product attention), its fastest CPU path.
+
+With an adapter (LoRA incl. rsLoRA/DoRA, or prefix tuning) the model is HF peft's
+`get_peft_model` of it with the same options, and AdamW updates the trainable (adapter)
+parameters only, as peft training does.
 """
 from __future__ import annotations
 
@@ -22,7 +26,33 @@ def _rss_bytes() -> int:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str):
+def peft_config(adapter):
+  """The HF peft config of a `llama_jax.adapters` adapter (LoRA, prefix), as a dict of kwargs
+  with the peft type under "peft_type"; None for adapters peft does not have."""
+  if adapter is None:
+    return None
+  if adapter.name == "lora":
+    names = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj",
+             "up": "up_proj", "down": "down_proj"}
+    return {"peft_type": "LORA", "r": adapter.rank, "lora_alpha": adapter.alpha,
+            "lora_dropout": adapter.dropout, "use_rslora": adapter.rslora,
+            "use_dora": adapter.dora, "target_modules": [names[t] for t in adapter.targets]}
+  if adapter.name == "prefix":
+    return {"peft_type": "PREFIX_TUNING", "num_virtual_tokens": adapter.num_virtual_tokens}
+  raise ValueError(f"HF peft has no {adapter.name!r} adapter (LLM-Adapters' bottleneck adapters "
+                   "live in its own fork); no baseline")
+
+
+def _peft(model, peft: dict):
+  from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+  peft = dict(peft)
+  kind = peft.pop("peft_type")
+  config = (LoraConfig(**peft, task_type="CAUSAL_LM") if kind == "LORA"
+            else PrefixTuningConfig(**peft, task_type="CAUSAL_LM"))
+  return get_peft_model(model, config)
+
+
+def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str, peft: dict | None):
   import numpy as np  # noqa: F401 - batches arrive as NumPy arrays
   import torch
   from transformers import LlamaConfig, LlamaForCausalLM
@@ -31,11 +61,16 @@ def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str):
   torch.manual_seed(0)
   base_rss = _rss_bytes()
   cfg = LlamaConfig(**hf_config, attn_implementation="sdpa")
-  model = LlamaForCausalLM(cfg).to(device).train()
-  opt = torch.optim.AdamW(model.parameters(), lr=optim["lr"], betas=optim["betas"],
+  model = LlamaForCausalLM(cfg).to(device)
+  if peft is not None:
+    model = _peft(model, peft)
+  model.train()
+  trainable = [p for p in model.parameters() if p.requires_grad]
+  opt = torch.optim.AdamW(trainable, lr=optim["lr"], betas=optim["betas"],
                           eps=optim["eps"], weight_decay=optim["weight_decay"])
   batch = None
-  conn.send({"ok": True, "params": sum(p.numel() for p in model.parameters())})
+  conn.send({"ok": True, "params": sum(p.numel() for p in model.parameters()),
+             "trainable": sum(p.numel() for p in trainable)})
 
   def step():
     logits = model(input_ids=batch["tokens"]).logits.float()
@@ -45,7 +80,7 @@ def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str):
     loss = (nll * mask).sum() / mask.sum().clamp(min=1.0)
     loss.backward()
     if optim["clip_norm"] > 0:
-      torch.nn.utils.clip_grad_norm_(model.parameters(), optim["clip_norm"])
+      torch.nn.utils.clip_grad_norm_(trainable, optim["clip_norm"])
     opt.step()
     opt.zero_grad(set_to_none=True)
     if device != "cpu":
@@ -78,7 +113,8 @@ def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str):
 class TorchStep:
   """A child process holding the HF model and its optimizer for one batch shape."""
 
-  def __init__(self, model_cfg, optim_cfg, threads: int | None = None, device: str = "cpu"):
+  def __init__(self, model_cfg, optim_cfg, threads: int | None = None, device: str = "cpu",
+               adapter=None):
     hf = model_cfg.to_hf()
     keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
             "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
@@ -91,10 +127,12 @@ class TorchStep:
     self.threads = threads or len(os.sched_getaffinity(0))
     ctx = multiprocessing.get_context("spawn")
     self._conn, child = ctx.Pipe()
-    self._proc = ctx.Process(target=_worker, args=(child, hf, optim, self.threads, device),
-                             daemon=True)
+    self._proc = ctx.Process(
+        target=_worker, args=(child, hf, optim, self.threads, device, peft_config(adapter)),
+        daemon=True)
     self._proc.start()
-    self.num_params = self._reply()["params"]
+    ready = self._reply()
+    self.num_params, self.num_trainable = ready["params"], ready["trainable"]
 
   def _reply(self):
     if not self._conn.poll(3600):

@@ -7,12 +7,14 @@ defined here is an error (`unknown_keys`). Not a runnable recipe by itself; see 
 Each recipe module also states `DEVICES`, the accelerator count its mesh and batch are sized
 for; tests validate every recipe against that many hypothetical devices.
 """
+import dataclasses
 import math
 from typing import Mapping
 
 import ml_collections
 from ml_collections import config_dict
 
+from llama_jax import adapters
 from llama_jax.core.errors import ConfigError
 from llama_jax.parallel.logical_axes import DEFAULT_RULES
 from llama_jax.model.config import PRESETS
@@ -43,6 +45,19 @@ def _with_placeholders(fields: dict) -> dict:
     else:
       out[key] = value
   return out
+
+
+def _adapter_options(cls) -> ml_collections.ConfigDict:
+  """An adapter's options with their defaults. A field typed as a union (series' `scaling:
+  float | str`, a number or 'learned') takes any value, also from the command line
+  (`--config.adapter.series.scaling=learned` or `=0.5`); the adapter checks the values."""
+  out = {}
+  for f in dataclasses.fields(cls):
+    if "|" in str(f.type):
+      out[f.name] = config_dict.FieldReference(f.default, field_type=object)
+    else:
+      out[f.name] = f.default
+  return ml_collections.ConfigDict(out)
 
 
 def model_fields(preset: str = "tiny", **overrides) -> dict:
@@ -105,6 +120,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict(
       {"name": "", **{a.name: ml_collections.ConfigDict(dict(a.options))
                       for a in augment.registry.AUGMENTATIONS.entries()}})
+
+  # A PEFT adapter installed on the model (llama_jax/adapters/): its name, and the options of
+  # each registered one under adapter.<name>.<option>. '' = none (every parameter of the model
+  # trains per optim.trainable). With an adapter only its parameters train and are
+  # checkpointed; the base comes from init_from (or the seed) at every start.
+  c.adapter = ml_collections.ConfigDict(
+      {"name": "", **{a.name: _adapter_options(a) for a in adapters.registry.ADAPTERS.entries()}})
 
   c.optim = ml_collections.ConfigDict(dict(
       peak_lr=3e-4,

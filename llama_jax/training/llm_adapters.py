@@ -14,10 +14,9 @@ their `math_running_commands` and `finetune.py` (/work/shared/reference/llama_pe
   training file when it exists where the recipe is loaded, else its nominal size;
 - model: the converted LLaMA-1 checkpoint (`init_from`), bf16 weights and compute (theirs: fp16
   weights, adapters in fp32), full remat for 13B (their --use_gradient_checkpointing);
-- adapters: one dict per method (`ADAPTERS`), written for `config.adapter.name` and
-  `config.adapter.<name>.<field>`. The adapters package is not part of this checkout yet: until
-  `training/defaults.py` defines `config.adapter`, `apply_adapter` leaves the model as it is
-  and warns, so a recipe validates but would fine-tune every weight.
+- adapters: one dict per method (`ADAPTERS`), written into `config.adapter.name` and
+  `config.adapter.<name>.<field>` (`llama_jax.adapters`); only the adapter trains and is
+  checkpointed, the base comes from `init_from`.
 
 Placement notes (§1.3, §1.5): Series is the bottleneck after the MLP (on `down`, an output
 adapter: the placement the paper found best and the parameter counts of its tables support; the
@@ -30,7 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 
 import ml_collections
 
@@ -81,17 +79,11 @@ def training_examples(path: str, nominal: int, heldout: int) -> int:
   return n - heldout
 
 
-def apply_adapter(c: ml_collections.ConfigDict, method: str) -> bool:
-  """Writes ADAPTERS[method] into c.adapter when the defaults define it; returns whether."""
+def apply_adapter(c: ml_collections.ConfigDict, method: str) -> None:
+  """Selects ADAPTERS[method] in `c.adapter` (name and fields)."""
   settings = ADAPTERS[method]
-  if "adapter" not in c:
-    warnings.warn(f"config.adapter is not defined in this checkout (llama_jax/adapters has not "
-                  f"landed): the {method} settings {settings[settings['name']]} are not applied "
-                  "and this recipe would fine-tune every weight", stacklevel=3)
-    return False
   c.adapter.name = settings["name"]
   c.adapter[settings["name"]].update(settings[settings["name"]])
-  return True
 
 
 def recipe(size: str, method: str, task: str, init_from: str = "", tokenizer: str = "",

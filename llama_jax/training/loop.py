@@ -63,6 +63,9 @@ def _summary(tc, mesh, n_devices: int, state_bytes: int, flops_per_token: float)
       f"({cfg.n_kv_heads} kv); rope {cfg.rope.rope_type}; {cfg.dtype} compute, "
       f"{cfg.param_dtype} params",
       f"state     {state_bytes / 2**20:,.1f} MiB per device (params + optimizer)",
+      *([f"adapter   {tc.spec.adapter.name}: {tc.spec.num_params(True) / 1e6:,.3f}M trainable "
+         f"parameters of {tc.spec.num_params() / 1e6:,.2f}M (checkpoints hold those alone)"]
+        if tc.spec.adapter is not None else []),
       f"batch     {c.batch_size} x {c.seq_len} = {tokens:,} tokens/step "
       f"({c.grad_accum} micro-batch(es)); {flops_per_token * tokens / 1e12:,.3f} TFLOP/step",
       f"steps     {c.steps} ({_count(c.steps * tokens)} tokens)",
@@ -77,9 +80,18 @@ def _count(n: float) -> str:
 
 
 def _init_params(tc, shardings):
-  """Parameters from `init_from`: a converted checkpoint or the latest state of a training run."""
+  """Parameters from `init_from`: a converted checkpoint or the latest state of a training run.
+
+  With an adapter: that base, the adapter installed on it with its initial values.
+  """
+  import jax
   from llama_jax.checkpoints import converted
   from llama_jax.training import run_reader
+  spec = tc.spec
+  if spec.adapter is not None:
+    base = run_reader.base_params(tc.config, spec, shardings.params)
+    return jax.jit(lambda b: spec.init_params(tc.config.seed, b),
+                   out_shardings=shardings.params, donate_argnums=0)(base)
   path = os.path.expanduser(tc.config.init_from)
   if config_lib.init_from_kind(path) == "converted":
     return converted.load_params(path, tc.model, shardings=shardings.params,
@@ -171,14 +183,22 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
         stack.callback(evaluation.close)
       mgr = stack.enter_context(
           checkpoint.CheckpointManager(workdir, keep=c.keep_checkpoints, async_save=True))
-      restored = mgr.restore(sharding.with_shardings(abstract, shardings))
+      # An adapter run's checkpoints hold the adapter; its base comes back from its source.
+      restored = mgr.restore(state_lib.saved_state(
+          sharding.with_shardings(abstract, shardings), spec))
       if restored is not None:
         state, data_state, start_step = restored
+        if spec.saved is not None:
+          from llama_jax.training import run_reader
+          state = state_lib.with_base(state, run_reader.base_params(c, spec, shardings.params))
         train_it.set_state(data_state)
         origin = f"resumed from the checkpoint of step {start_step}"
-      elif c.init_from:
+      elif c.init_from or spec.adapter is not None:
         state = state_lib.create_state(spec, tx, c.seed, shardings, _init_params(tc, shardings))
-        start_step, origin = 0, f"initialised from {c.init_from} (fresh optimizer)"
+        base = c.init_from or f"the random init of seed {c.seed}"
+        origin = (f"adapter {spec.adapter.name!r} on {base}" if spec.adapter is not None
+                  else f"initialised from {c.init_from} (fresh optimizer)")
+        start_step = 0
       else:
         state = state_lib.create_state(spec, tx, c.seed, shardings)
         start_step, origin = 0, f"random init (seed {c.seed})"
@@ -246,7 +266,7 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
         return action
 
       def save_checkpoint(step: int, state) -> None:
-        mgr.save(step, state, train_it.get_state())
+        mgr.save(step, state_lib.saved_state(state, spec), train_it.get_state())
 
       def sample(step: int, state) -> None:
         if c.sample_tokens and c.sample_prompt:

@@ -7,6 +7,11 @@ traces the initialiser with `jax.eval_shape`, `state_shardings` maps every leaf 
 NamedSharding through the spec's logical axes (optax moments borrow their parameter's axes), and
 `create_state` runs the initialiser under `jax.jit(..., out_shardings=...)` so each device
 materialises only its shard.
+
+The optimizer sees only the trainable parameters (the spec's mask: `optim.trainable`, and with
+an adapter its parameters alone), so frozen ones have no optimizer state at all. A checkpoint
+holds `saved_state`: with an adapter only the adapter's parameters (plus the optimizer state,
+step and key); the frozen base comes back from `init_from` (or the seed) at every start.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from llama_jax.model import spec as spec_lib
 from llama_jax.model.spec import ModelSpec
 from llama_jax.parallel import sharding as sharding_lib
 from llama_jax.training import optim
@@ -30,8 +36,9 @@ class TrainState:
 
 
 def make_optimizer(spec: ModelSpec, optim_cfg, total_steps: int):
-  """(optax transformation, learning-rate schedule) for the spec's parameter tree."""
-  tx = optim.make_optimizer(optim_cfg, total_steps, spec.abstract_params)
+  """(optax transformation, learning-rate schedule) over the spec's trainable parameters."""
+  trainable, _ = spec.split_trainable(spec.abstract_params)
+  tx = optim.make_optimizer(optim_cfg, total_steps, trainable)
   return tx, optim.learning_rate_schedule(optim_cfg, total_steps)
 
 
@@ -39,8 +46,19 @@ def init_state(spec: ModelSpec, tx, seed: int, params=None) -> TrainState:
   """The initial state (pure; jit it). `params=None` draws a random init from `seed`."""
   if params is None:
     params = spec.init_params(seed)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(spec.split_trainable(params)[0]),
                     rng=jax.random.PRNGKey(seed))
+
+
+def saved_state(state: TrainState, spec: ModelSpec) -> TrainState:
+  """What a checkpoint holds of `state` (or of a tree like it: abstract values, shardings)."""
+  return state.replace(params=spec.saved_params(state.params))
+
+
+def with_base(saved: TrainState, base: dict) -> TrainState:
+  """A restored `saved_state` completed with the frozen base parameters."""
+  return saved.replace(params=spec_lib.combine(saved.params, base))
 
 
 def abstract_state(spec: ModelSpec, tx, seed: int = 0) -> TrainState:

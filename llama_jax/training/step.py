@@ -15,10 +15,15 @@
   inside the step; summed NLL, token counts and gradients are accumulated in float32 and divided
   by the total token count once, so accumulation equals the large batch exactly (up to summation
   order) and there is one optimizer update per step.
-- Frozen parameters (paths not matching `optim.trainable`, the spec's trainable mask) enter the
-  loss through `stop_gradient`, so their weight gradients are never computed (an adapter run
-  skips the base model's weight-gradient GEMMs, a third of its FLOPs) and `grad_norm` is the
-  norm of what the optimizer updates.
+- Frozen parameters (paths not matching `optim.trainable`, or with an adapter everything but the
+  adapter: the spec's trainable mask) are split off before differentiating: the loss is a
+  function of the trainable part only, so no weight gradient of a frozen parameter is ever
+  formed (an adapter run skips the base model's weight-gradient GEMMs, a third of its FLOPs),
+  gradient accumulators and optimizer state exist for the trainable part only, `grad_norm` is
+  the norm of what the optimizer updates, and the frozen buffers pass through the donated
+  state untouched (bitwise).
+- Stochastic seams (adapter dropout) draw from `fold_in(fold_in(state.rng, DROPOUT_STREAM),
+  step)`, folded with the micro-batch index: resumed runs draw the same masks.
 - Micro-batch a takes rows a, a+A, a+2A, ... of the global batch. With the batch sharded in
   contiguous row blocks whose size is a multiple of A (what `validate_mesh` requires), those
   rows are already on the right device: the split moves no data.
@@ -33,6 +38,7 @@ import optax
 
 from llama_jax.core import compilation as compile_lib
 from llama_jax.model import loss as loss_lib
+from llama_jax.model import spec as spec_lib
 from llama_jax.model.spec import ModelSpec
 from llama_jax.parallel import logical_axes
 from llama_jax.parallel.logical_axes import Rules
@@ -45,6 +51,7 @@ BATCH_KEYS = loss_lib.BATCH_KEYS
 LOSS_CHUNK = loss_lib.LOSS_CHUNK
 
 BatchTransform = Callable[[dict, jax.Array, jax.Array], dict]
+DROPOUT_STREAM = 0xD50  # the dropout keys' stream, apart from the augmentations' fold_in(rng, step)
 
 
 def _split_micro(batch: dict, accum: int, rules: Rules | None) -> dict:
@@ -88,13 +95,10 @@ def make_train_step(spec: ModelSpec, tx, schedule: Callable, *, grad_accum: int 
   (`core.compilation.for_backend`); `transform` is a batch augmentation run inside the step.
   """
   compilation = compilation or compile_lib.for_backend()
-  mask, all_trainable = spec.trainable, spec.all_trainable
 
-  def loss_sums(params, batch):
-    if not all_trainable:
-      params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, mask)
-    return loss_lib.batch_loss_sums(spec.merge(params), batch, loss_chunk,
-                                    compilation.vocab_chunk)
+  def loss_sums(trainable, frozen, batch, rng):
+    model = spec.merge(spec_lib.combine(trainable, frozen))
+    return loss_lib.batch_loss_sums(model, batch, loss_chunk, compilation.vocab_chunk, rng=rng)
 
   grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
 
@@ -106,27 +110,31 @@ def make_train_step(spec: ModelSpec, tx, schedule: Callable, *, grad_accum: int 
     if transform is not None:
       batch = dict(transform(batch, jax.random.fold_in(state.rng, state.step), state.step))
       drawn = batch.pop(augment_registry.METRICS_KEY, {})
+    rng = jax.random.fold_in(jax.random.fold_in(state.rng, DROPOUT_STREAM), state.step)
+    trainable, frozen = spec.split_trainable(state.params)
     if grad_accum == 1:
-      (nll, count), grads = grad_fn(state.params, batch)
+      (nll, count), grads = grad_fn(trainable, frozen, batch, rng)
       grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
     else:
-      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), trainable)
       if shardings is not None:
-        zeros = jax.lax.with_sharding_constraint(zeros, shardings.params)
+        zeros = jax.lax.with_sharding_constraint(
+            zeros, spec.split_trainable(shardings.params)[0])
 
-      def micro_step(carry, micro):
+      def micro_step(carry, xs):
         g_acc, nll_acc, n_acc = carry
-        (nll, n), g = grad_fn(state.params, micro)
+        index, micro = xs
+        (nll, n), g = grad_fn(trainable, frozen, micro, jax.random.fold_in(rng, index))
         g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
         return (g_acc, nll_acc + nll, n_acc + n), None
 
       init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-      (grads, nll, count), _ = jax.lax.scan(micro_step, init,
-                                            _split_micro(batch, grad_accum, spec.rules))
+      micro = (jnp.arange(grad_accum), _split_micro(batch, grad_accum, spec.rules))
+      (grads, nll, count), _ = jax.lax.scan(micro_step, init, micro)
     denom = jnp.maximum(count, 1.0)  # a batch with no target tokens gives loss 0, no NaN
-    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, trainable)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    params = spec_lib.combine(optax.apply_updates(trainable, updates), frozen)
     metrics = {"loss": nll / denom, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step), "tokens": count,
                **{f"augment_{k}": jnp.asarray(v, jnp.float32) for k, v in drawn.items()}}

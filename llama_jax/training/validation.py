@@ -10,6 +10,10 @@ value and what is allowed, instead of after minutes of compilation:
   allowed RoPE methods, attention kernels and remat policies);
 - the optimizer (through `optim.make_optimizer` on the spec's abstract parameters: ranges,
   schedule, regexes, and that `optim.trainable` matches some parameter);
+- the adapter (`config.adapter`: a registered name, its options' values, targets the model
+  has, an attention kernel that can take a prefix), whose base comes from `init_from` or from
+  the seed; `init_from` must be plain weights (a converted checkpoint or a run without an
+  adapter; an adapter run is merged first);
 - loop sizes (steps, batch divisible by grad_accum and by the process count, seq_len within the
   model's positions, eval/checkpoint intervals);
 - data (files matched by the glob exist and are files, tokenizer file exists and has no more
@@ -30,7 +34,7 @@ import os
 
 import ml_collections
 
-from llama_jax import evals
+from llama_jax import adapters, evals
 from llama_jax.checkpoints import converted
 from llama_jax.core.errors import ConfigError, DataError
 from llama_jax.data import instructions
@@ -197,6 +201,13 @@ _SHAPE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "
 
 
 def _check_init_from(path: str, model: ModelConfig) -> None:
+  if init_from_kind(path) == "workdir":
+    source_adapter = workdir_lib.read_config(path).adapter.name
+    if source_adapter:
+      raise ConfigError(
+          f"init_from={path!r} is a run with adapter {source_adapter!r}; init_from must be "
+          f"plain weights: merge that run first (python -m llama_jax.convert --from=workdir "
+          f"--to=llama_jax --merge_adapters --src={path} --dst=<dir>) and start from the result")
   source = _init_from_model(path)
   diff = [f"model.{f}: checkpoint {getattr(source, f)!r} vs config {getattr(model, f)!r}"
           for f in _SHAPE_FIELDS if getattr(source, f) != getattr(model, f)]
@@ -268,8 +279,12 @@ def validate(config: ml_collections.ConfigDict, n_devices: int | None = None,
 
   rules = _check_rules(config.sharding.rules)
   try:
+    adapter = adapters.from_config(config.adapter, model)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(str(e)) from None
+  try:
     optim.learning_rate_schedule(config.optim, steps)  # ranges, schedule, regexes
-    spec = ModelSpec.build(model, rules, trainable=config.optim.trainable)
+    spec = ModelSpec.build(model, rules, trainable=config.optim.trainable, adapter=adapter)
     optim.make_optimizer(config.optim, steps, spec.abstract_params)
   except ValueError as e:
     raise ConfigError(str(e)) from None

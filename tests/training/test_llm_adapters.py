@@ -1,5 +1,5 @@
 """LLM-Adapters recipes: the paper's / their scripts' hyperparameters in every recipe, the
-epochs-to-steps count, and the adapter settings (applied where config.adapter exists).
+epochs-to-steps count, and the adapter settings each recipe selects.
 
 Every recipe is also validated on its own hardware by tests/training/test_validation.py.
 """
@@ -19,8 +19,10 @@ RECIPES = [(m, s, t) for m in PAPER for s in ("7b", "13b") for t in ("math", "co
 
 @pytest.mark.parametrize("method,size,task", RECIPES)
 def test_recipe_follows_their_scripts(method, size, task):
-  with pytest.warns(UserWarning, match="config.adapter is not defined"):
-    c = recipes.load(f"{method}_llama_{size}_{task}")
+  c = recipes.load(f"{method}_llama_{size}_{task}")
+  assert c.adapter.name == method
+  assert {k: c.adapter[method][k] for k in llm_adapters.ADAPTERS[method][method]} == \
+      llm_adapters.ADAPTERS[method][method]
   batch, epochs, lr, math_val = PAPER[method]
   val = math_val if task == "math" else 120
   nominal = 10_000 if task == "math" else 170_000
@@ -57,23 +59,22 @@ def test_adapter_settings_follow_the_paper():
   assert a["prefix"]["prefix"] == dict(num_virtual_tokens=10)
 
 
-def test_adapter_settings_are_written_where_config_adapter_exists():
-  """Once the defaults define config.adapter, a recipe selects its method and fields."""
-  c = ml_collections.ConfigDict({"adapter": {
-      "name": "", "lora": dict(rank=8, alpha=16.0, dropout=0.0, targets=("q", "v"),
-                               rslora=False, dora=False)}})
-  assert llm_adapters.apply_adapter(c, "lora")
-  assert c.adapter.name == "lora" and c.adapter.lora.rank == 32
-  assert c.adapter.lora.targets == ("q", "k", "v", "up", "down")
-  with pytest.warns(UserWarning, match="would fine-tune every weight"):
-    assert not llm_adapters.apply_adapter(ml_collections.ConfigDict(), "prefix")
+def test_a_recipe_trains_only_its_adapter():
+  """The recipe's model spec freezes the base: LoRA r=32 on q, k, v, up, down of LLaMA-7B is
+  r * (in + out) per projection and layer (the paper's 0.83% of the parameters)."""
+  from llama_jax.training import validation
+  c = recipes.load("lora_llama_7b_math")
+  spec = validation.validate(c, check_paths=False).spec
+  d, ffn, layers, r = 4096, 11008, 32, 32
+  want = layers * r * (3 * (d + d) + (d + ffn) + (ffn + d))
+  assert spec.num_params(trainable_only=True) == want
+  assert abs(want / (spec.num_params() - want) - 0.0083) < 0.0005
 
 
 def test_steps_count_the_training_file(tmp_path):
   path = tmp_path / "math.json"
   path.write_text(json.dumps([{"instruction": "q", "input": "", "output": "a"}] * 1000))
-  with pytest.warns(UserWarning):
-    c = llm_adapters.recipe("7b", "series", "math", train_file=str(path))
+  c = llm_adapters.recipe("7b", "series", "math", train_file=str(path))
   assert c.steps == math.ceil(3 * (1000 - 120) / 16)
   with pytest.raises(ValueError, match="allowed sizes"):
     llm_adapters.recipe("70b", "lora", "math")

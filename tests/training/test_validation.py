@@ -76,7 +76,9 @@ def test_recipe_validates_on_its_own_hardware(name):
 
   state_bytes = sum(jax.tree.leaves(jax.tree.map(per_device, abstract, shardings)))
   params = sum(x.size for x in jax.tree.leaves(abstract.params))
-  assert params == tc.model.num_params()
+  base = sum(x.size for x in jax.tree.leaves(tc.spec.base_params(abstract.params)))
+  assert base == tc.model.num_params()  # an adapter adds its parameters on top
+  assert params == tc.spec.num_params() >= base
   assert state_bytes < 30e9, f"{name}: {state_bytes / 1e9:.1f} GB of state per device"
   if tc.mesh_shape["fsdp"] > 1:  # really sharded: about total / fsdp per device
     total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
