@@ -26,7 +26,8 @@ class BuildWithRecipes(build_py):
 setup(
     name="llama_jax",
     version="0.1.0",
-    description="LLaMA in JAX/Flax: pretraining, RoPE context extension (PI, NTK, YaRN, ...), PEFT adapters.",
+    description=("LLaMA in JAX/Flax: pretraining, RoPE context extension (PI, NTK, YaRN, ...), "
+                 "PEFT adapters."),
     packages=find_packages(include=["llama_jax", "llama_jax.*"]),
     cmdclass={"build_py": BuildWithRecipes},
     python_requires=">=3.11",

@@ -11,8 +11,18 @@ from pathlib import Path
 
 from llama_jax.core import cli
 from llama_jax.interop.convert import (  # noqa: F401  (the documented Python API)
-    SOURCES, TARGETS, CheckpointError, convert, load_config, load_hf, load_model, load_params,
-    parse_size, read, save_converted)
+  SOURCES,
+  TARGETS,
+  CheckpointError,
+  convert,
+  load_config,
+  load_hf,
+  load_model,
+  load_params,
+  parse_size,
+  read,
+  save_converted,
+)
 
 USAGE = """\
 python -m llama_jax.convert --from=FORMAT --src=DIR --dst=DIR [--to=FORMAT] [options]
@@ -68,6 +78,7 @@ def define_flags(flag_values=None):
 
 def main(argv, flag_values=None):
   from absl import flags
+
   from llama_jax.core.errors import UsageError
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments {argv[1:]}")

@@ -36,7 +36,8 @@ from llama_jax.checkpoints.converted import lazy_params, load_params, save_conve
 from llama_jax.core.errors import CheckpointError
 from llama_jax.model import spec as spec_lib
 from llama_jax.model.config import ModelConfig
-from llama_jax.training import run_reader, workdir as workdir_lib
+from llama_jax.training import run_reader
+from llama_jax.training import workdir as workdir_lib
 
 __all__ = ["CheckpointError", "checkpoint_kind", "convert", "load_config", "load_hf",
            "load_model", "load_params", "read", "save_converted", "tokenizer_of"]

@@ -381,6 +381,7 @@ def test_hf_export_of_a_run_carries_its_tokenizer_into_transformers(trained_run,
   """The README's `convert --from=workdir --to=hf`: the export loads in transformers, tokenizer
   included (offline, from the directory alone), and its ids are SentencePiece's."""
   import transformers
+
   from llama_jax.data import tokenizer as tokenizer_lib
   workdir, _ = trained_run
   dst = tmp_path / "export"

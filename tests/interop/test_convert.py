@@ -20,14 +20,14 @@ import torch
 from flax import nnx
 from safetensors import safe_open
 
-from tests.references.hf_reference import hf_config, hf_logits, hf_model, hf_state
 from llama_jax import convert
 from llama_jax.checkpoints import converted as checkpoint_io
-from llama_jax.interop import hf as hf_format
-from llama_jax.parallel import logical_axes
-from llama_jax.model import spec as spec_lib
 from llama_jax.checkpoints.converted import CheckpointError
+from llama_jax.interop import hf as hf_format
+from llama_jax.model import spec as spec_lib
 from llama_jax.model.config import preset
+from llama_jax.parallel import logical_axes
+from tests.references.hf_reference import hf_config, hf_logits, hf_model, hf_state
 
 TOKENS = np.random.RandomState(0).randint(0, 128, (2, 13)).astype(np.int32)
 

@@ -219,14 +219,14 @@ def test_traced_factors_score_as_the_static_model(checkpoint, tok, docs):
   """The search's traced-λ scorer equals rebuilding the model with λ as config constants."""
   import numpy as np
 
+  from llama_jax.data import documents
   from llama_jax.interop import convert
   from llama_jax.search import factors as factors_lib
   from llama_jax.search import objective
-  from llama_jax.data import documents
   model = convert.load_model(str(checkpoint))
   names, toks = documents.load_documents(docs, tok)
   names, toks = objective.truncated_documents(toks, names, TARGET, max_documents=2)
-  rope_for = lambda lam: factors_lib.rope_config(lam, 4.0, ORIGINAL, model.cfg.rope.rope_theta)  # noqa: E731
+  rope_for = lambda lam: factors_lib.rope_config(lam, 4.0, ORIGINAL, model.cfg.rope.rope_theta)
   traced = objective.TracedScorer(model, toks, TARGET, tok.bos_id, rope_for)
   static = objective.RebuildScorer(model, toks, TARGET, tok.bos_id, rope_for)
   for lam in (np.linspace(0.5, 5.0, 8), np.full(8, 2.0)):
