@@ -50,7 +50,7 @@ setup(
     ],
     extras_require={
         # torch is pinned so pip takes the CPU wheel instead of a multi-GB CUDA build.
-        "test": ["pytest>=8.0", "torch==2.13.0", "transformers>=5.0", "peft>=0.17", "ruff>=0.6"],
+        "test": ["pytest>=8.0", "torch==2.13.0", "transformers>=5.0", "peft>=0.17", "ruff==0.17.6"],
         "gpu": ["jax[cuda12]>=0.8.1"],
         "tpu": ["jax[tpu]>=0.8.1"],
     },
