@@ -20,10 +20,11 @@ import pytest
 
 from llama_jax import bench, convert, evaluate, generate, malloc, plan, train
 from llama_jax.core import cli
+from llama_jax.search import __main__ as search
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = {"train": train, "convert": convert, "generate": generate, "evaluate": evaluate,
-         "bench": bench, "plan": plan, "malloc": malloc}
+         "bench": bench, "plan": plan, "malloc": malloc, "search": search}
 
 
 # ------------------------------------------------------------------------------ fixtures

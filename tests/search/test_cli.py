@@ -188,7 +188,7 @@ def test_flags_and_one_line_errors(checkpoint, tok, docs, tmp_path):
       capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
-  assert proc.stderr.strip().startswith("error: DataError: target_len=100000 needs documents")
+  assert proc.stderr.strip().startswith("search: error: target_len=100000 needs documents")
   assert not out.exists() and not any(out.parent.glob(f".{out.name}*"))
 
 
@@ -207,11 +207,11 @@ def test_train_cli_takes_rope_json_and_validates_it_before_writing(searched, tmp
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({**read_json(str(out / driver.ROPE_FILE)),
                              "short_factor": [1.0] * 3, "long_factor": [1.0] * 3}))
-  proc = train(bad)
-  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  proc = train(bad)  # a config that cannot work: exit status 2 (core.cli)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert "rope.short_factor has 3 entries; it needs head_dim/2 = 16" in proc.stderr
   proc = train('{"rope_type": "longrope", "scale": 2}')
-  assert "unknown RoPE field(s) ['scale']" in proc.stderr and proc.returncode == 1
+  assert "unknown RoPE field(s) ['scale']" in proc.stderr and proc.returncode == 2
   assert not workdir.exists()
 
 
