@@ -26,7 +26,8 @@ class BuildWithRecipes(build_py):
 setup(
     name="llama_jax",
     version="0.1.0",
-    description="LLaMA in JAX/Flax: pretraining, RoPE context extension (PI, NTK, YaRN, ...), PEFT adapters.",
+    description=("LLaMA in JAX/Flax: pretraining, RoPE context extension (PI, NTK, YaRN, ...), "
+                 "PEFT adapters."),
     packages=find_packages(include=["llama_jax", "llama_jax.*"]),
     cmdclass={"build_py": BuildWithRecipes},
     python_requires=">=3.11",
@@ -49,7 +50,7 @@ setup(
     ],
     extras_require={
         # torch is pinned so pip takes the CPU wheel instead of a multi-GB CUDA build.
-        "test": ["pytest>=8.0", "torch==2.13.0", "transformers>=5.0", "peft>=0.17", "ruff>=0.6"],
+        "test": ["pytest>=8.0", "torch==2.13.0", "transformers>=5.0", "peft>=0.17", "ruff==0.17.6"],
         "gpu": ["jax[cuda12]>=0.8.1"],
         "tpu": ["jax[tpu]>=0.8.1"],
     },

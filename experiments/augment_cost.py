@@ -34,10 +34,9 @@ def main():
   import jax
   import numpy as np
 
-  from llama_jax.training import recipes
   from llama_jax.model.config import ModelConfig
   from llama_jax.model.spec import ModelSpec
-  from llama_jax.training import augment
+  from llama_jax.training import augment, recipes
   from llama_jax.training import state as state_lib
   from llama_jax.training import step as train_step
 

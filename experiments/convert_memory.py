@@ -41,8 +41,9 @@ def build_checkpoint(src: Path, args) -> int:
   """Writes config.json + sharded safetensors of random weights; returns bytes of tensors."""
   import numpy as np
   from safetensors.numpy import save_file
-  from llama_jax.interop import hf_layout as weights
+
   from llama_jax.checkpoints.converted import np_dtype
+  from llama_jax.interop import hf_layout as weights
   from llama_jax.model.config import ModelConfig
   cfg = ModelConfig(vocab_size=32000, d_model=2048, n_layers=args.layers, n_heads=32,
                     n_kv_heads=4, ffn_dim=5632, norm_eps=1e-5, max_position_embeddings=2048)

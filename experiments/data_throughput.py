@@ -35,8 +35,8 @@ def main():
   parser.add_argument("--pack", type=int, default=1)
   args = parser.parse_args()
 
-  from llama_jax.training import recipes
   from llama_jax import data
+  from llama_jax.training import recipes
 
   config = recipes.load("tiny")
   temp = None

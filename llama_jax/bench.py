@@ -69,6 +69,7 @@ def define_flags(flag_values=None):
 def main(argv, flag_values=None):
   from absl import flags
   from ml_collections import config_flags
+
   from llama_jax import attention as attention_lib
   from llama_jax.core import files
   from llama_jax.core.errors import UsageError

@@ -11,8 +11,18 @@ from pathlib import Path
 
 from llama_jax.core import cli
 from llama_jax.interop.convert import (  # noqa: F401  (the documented Python API)
-    SOURCES, TARGETS, CheckpointError, convert, load_config, load_hf, load_model, load_params,
-    parse_size, read, save_converted)
+  SOURCES,
+  TARGETS,
+  CheckpointError,
+  convert,
+  load_config,
+  load_hf,
+  load_model,
+  load_params,
+  parse_size,
+  read,
+  save_converted,
+)
 
 USAGE = """\
 python -m llama_jax.convert --from=FORMAT --src=DIR --dst=DIR [--to=FORMAT] [options]
@@ -29,6 +39,8 @@ reads.
   python -m llama_jax.convert --from=workdir --to=hf --src=runs/tiny --dst=export/tiny
   python -m llama_jax.convert --from=llama_jax --to=hf --src=ckpt/run1 --dst=export/run1 \\
       --dtype=bfloat16 --max_shard_size=5GB
+  python -m llama_jax.convert --from=hf --to=hf --src=Llama-2-7b-hf --dst=export/dcis_64k \
+      --rope_json=runs/dcis_search/rope.json    # searched RoPE factors into an HF config
   python -m llama_jax.convert --from=workdir --to=peft --src=runs/lora --dst=export/lora_adapter
   python -m llama_jax.convert --from=workdir --to=hf --merge_adapters --src=runs/lora \
       --dst=export/lora_merged
@@ -40,6 +52,17 @@ def _size(path: Path) -> int:
   if path.is_file():
     return path.stat().st_size
   return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _rope_fields(text: str) -> dict | None:
+  from llama_jax.core.errors import UsageError
+  from llama_jax.rope.config import read_json
+  if not text:
+    return None
+  try:
+    return read_json(text)
+  except ValueError as e:
+    raise UsageError(str(e)) from None
 
 
 def define_flags(flag_values=None):
@@ -63,11 +86,15 @@ def define_flags(flag_values=None):
                       "(default: the source's tokenizer.model, if it has one).", flag_values=fv)
   flags.DEFINE_bool("merge_adapters", False, "Fold a training run's LoRA into the base weights "
                     "(--to=hf or llama_jax).", flag_values=fv)
+  flags.DEFINE_string("rope_json", "", "RoPE fields that replace the source's in the result "
+                      "(a JSON file such as a search's rope.json, or a JSON object).",
+                      flag_values=fv)
   flags.mark_flags_as_required(["from", "src", "dst"], flag_values=fv)
 
 
 def main(argv, flag_values=None):
   from absl import flags
+
   from llama_jax.core.errors import UsageError
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments {argv[1:]}")
@@ -80,7 +107,8 @@ def main(argv, flag_values=None):
   cfg, written = convert(f.src, f.dst, f["from"].value, f.to, dtype=f.dtype,
                          overwrite=f.overwrite, max_shard_bytes=shard_bytes,
                          max_position_embeddings=f.max_position_embeddings,
-                         tokenizer=f.tokenizer, merge_adapters=f.merge_adapters)
+                         tokenizer=f.tokenizer, merge_adapters=f.merge_adapters,
+                         rope=_rope_fields(f.rope_json))
   print(f"converted {f['from'].value} {f.src} -> {f.to} {Path(f.dst).absolute()} in "
         f"{time.time() - start:.1f} s")
   print(f"  model: {cfg.n_layers} layers, d_model {cfg.d_model}, heads {cfg.n_heads}/"

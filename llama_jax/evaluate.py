@@ -40,8 +40,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from llama_jax import evals
 from llama_jax.core import cli, files
@@ -137,8 +138,8 @@ def _expand(patterns: Sequence[str], flag: str) -> list[str]:
 def _context(opts: Options, cfg):
   """The tokenizer (and, for a training workdir, its data) an evaluation may use."""
   from llama_jax.data import tokenizer as tokenizer_lib
-  from llama_jax.training import workdir as workdir_lib
   from llama_jax.interop import convert
+  from llama_jax.training import workdir as workdir_lib
   run = workdir_lib.read_config(opts.checkpoint) if workdir_lib.is_workdir(
       opts.checkpoint) else None
   tokenizer = opts.tokenizer or convert.tokenizer_of(opts.checkpoint)

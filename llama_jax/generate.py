@@ -10,8 +10,17 @@ import logging
 
 from llama_jax.core import cli
 from llama_jax.inference.generate import (  # noqa: F401  (the documented Python API)
-    Generation, PaddedPrompts, Sampler, decode_step, filter_logits, generate, generate_array,
-    pad_prompts, prefill, sample)
+  Generation,
+  PaddedPrompts,
+  Sampler,
+  decode_step,
+  filter_logits,
+  generate,
+  generate_array,
+  pad_prompts,
+  prefill,
+  sample,
+)
 
 log = logging.getLogger("llama_jax.generate")
 
@@ -74,6 +83,7 @@ def main(argv, flag_values=None):
   """Prints each prompt with its continuation. `flag_values` defaults to absl's global flags
   (`core.cli` passes the ones it parsed)."""
   from absl import flags
+
   from llama_jax.core.errors import UsageError
   from llama_jax.data import tokenizer as tokenizer_lib
   from llama_jax.interop import convert

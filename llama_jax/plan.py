@@ -66,6 +66,7 @@ def _simulate_devices(n: int) -> None:
 def main(argv, flag_values=None):
   from absl import flags
   from ml_collections import config_flags
+
   from llama_jax.core import files
   from llama_jax.core.errors import UsageError
   from llama_jax.perf.planning import fit_grad_accum, format_report, plan

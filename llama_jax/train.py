@@ -15,14 +15,16 @@ from pathlib import Path
 # Only the configuration, flags and distributed set-up may run before jax.distributed is up;
 # everything that touches devices is imported lazily by the loop.
 from llama_jax.core import cli
-from llama_jax.training import recipes, validation as config_lib
+from llama_jax.training import recipes
+from llama_jax.training import validation as config_lib
 from llama_jax.training.distributed import initialize_distributed
-from llama_jax.training.loop import run  # noqa: F401  (the Python API: run(config, workdir))
+from llama_jax.training.loop import run
 
 _DEFAULT_CONFIG = recipes.path("tiny")
 
 USAGE = """\
-python -m llama_jax.train [--config=configs/RECIPE.py|RECIPE] [--workdir=DIR] [--config.FIELD=VALUE ...]
+python -m llama_jax.train [--config=configs/RECIPE.py|RECIPE] [--workdir=DIR]
+                          [--config.FIELD=VALUE ...]
 
 Trains a recipe (default: configs/tiny.py, a small LLaMA on this machine's Python standard
 library), or resumes it: rerunning the same command continues from the workdir's latest
@@ -80,6 +82,7 @@ def default_workdir(config_path: str) -> str:
 def main(argv, flag_values=None):
   from absl import flags
   from ml_collections import config_flags
+
   from llama_jax.core import files
   from llama_jax.core.errors import ConfigError, UsageError
   if len(argv) > 1:

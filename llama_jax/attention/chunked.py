@@ -30,8 +30,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from llama_jax.attention.masks import MASK_VALUE
 from llama_jax.attention import registry, self_extend
+from llama_jax.attention.masks import MASK_VALUE
 
 
 def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, q_offset=0, scale=None,
@@ -119,7 +119,7 @@ def _visible(st: _Static, i, j, q_offset, segs, keys_first=False):
   q_idx = q_offset + i * st.bq + jnp.arange(st.bq)
   kv_idx = j * st.bk + jnp.arange(st.bk)
   qa, ka = (1, 0) if keys_first else (0, 1)  # axes of queries and keys in the result
-  expand = lambda x, axis: jnp.expand_dims(x, 1 - axis)  # noqa: E731
+  expand = lambda x, axis: jnp.expand_dims(x, 1 - axis)
   mask = (expand(kv_idx, ka) <= expand(q_idx, qa)) & expand(kv_idx < st.s, ka)
   mask = mask[None]
   if segs is not None:

@@ -22,7 +22,7 @@ every module, `model.attention` then accepts the name and validation lists it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from llama_jax.core.registry import Registry
 

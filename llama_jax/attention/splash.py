@@ -83,7 +83,7 @@ def _pad_length(x, size):
   return jnp.pad(x, ((0, 0), (0, size - x.shape[1])) + ((0, 0),) * (x.ndim - 2))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(length: int, heads_per_kv: int, block: int, interpret: bool):
   """The MQA splash kernel for one static shape (mask preprocessing runs once per shape)."""
   from jax.experimental.pallas.ops.tpu import splash_attention as sp

@@ -10,8 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from llama_jax.attention.masks import MASK_VALUE, attention_mask
 from llama_jax.attention import registry, self_extend
+from llama_jax.attention.masks import MASK_VALUE, attention_mask
 
 
 def _scores(q, k, n_kv, scale):

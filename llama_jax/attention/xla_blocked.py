@@ -28,8 +28,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from llama_jax.attention.masks import MASK_VALUE, attention_mask
 from llama_jax.attention import registry
+from llama_jax.attention.masks import MASK_VALUE, attention_mask
 
 NUM_BLOCKS = 8  # measured on CPU at T = 512: 6-8 blocks fastest; 4 and 12 ~10% slower, 1 ~1.4x
 

@@ -6,7 +6,8 @@ Format — a directory holding:
                       token ids); `ModelConfig.from_dict` reads it back.
   tokenizer.model     (optional) the SentencePiece model the weights were trained with
   params/             the parameter tree (the nested dict of `model.to_params`, paths as in
-                      `interop/hf_layout.py`: `embed`, `layers/attention/q`, ..., `lm_head` unless tied),
+                      `interop/hf_layout.py`: `embed`, `layers/attention/q`, ..., `lm_head`
+                      unless tied),
                       saved by orbax's PyTree checkpointer as compressed zarr3 arrays in the
                       config's `param_dtype`, layers stacked on the leading axis.
 

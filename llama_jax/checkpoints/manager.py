@@ -187,7 +187,7 @@ class CheckpointManager:
     for candidate in reversed(steps):
       try:
         state, data_state = self._restore_step(candidate, abstract_state)
-      except Exception as e:  # noqa: BLE001 - any failure to read a step means "try older"
+      except Exception as e:
         failures.append((candidate, e))
         log.warning("checkpoint step %d in %s could not be restored (%s); trying the previous "
                     "step. Its files are left in place.", candidate, self.directory, _reason(e))

@@ -42,7 +42,7 @@ import re
 import sys
 import textwrap
 import traceback
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from llama_jax.core import logs
 from llama_jax.core.errors import ConfigError, LlamaJaxError, UsageError
@@ -297,7 +297,7 @@ def main(program: Program, argv: Sequence[str] | None = None) -> int:
   except KeyboardInterrupt:
     print(f"{program.name}: interrupted", file=sys.stderr)
     return INTERRUPTED
-  except Exception as error:  # noqa: BLE001 - every error ends here, bugs with a traceback
+  except Exception as error:
     status = exit_status(error)
     if status is None or verbose:
       traceback.print_exc()

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Generic, Iterable, TypeVar
+from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from llama_jax.core.errors import ConfigError
 

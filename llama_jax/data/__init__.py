@@ -12,7 +12,7 @@ tokenization, splits), `instruction_rows` (padded or packed example rows). The l
 are resolved on first use, so importing this package (or `DataError`) does not import TFDS or
 grain.
 """
-from llama_jax.core.errors import DataError  # noqa: F401  (re-exported: data.DataError)
+from llama_jax.core.errors import DataError
 
 _LAZY = {
     "make_iterator": "pipeline", "load_or_train_tokenizer": "pipeline",

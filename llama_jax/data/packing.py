@@ -34,8 +34,8 @@ import threading
 import numpy as np
 from grain import experimental as grain_experimental
 
-from llama_jax.data.token_cache import TokenizedDocs
 from llama_jax.core.errors import DataError
+from llama_jax.data.token_cache import TokenizedDocs
 
 ROW_FIELDS = {"tokens": np.int32, "targets": np.int32, "segment_ids": np.int32,
               "positions": np.int32, "loss_mask": np.float32}

@@ -30,9 +30,9 @@ import sys
 import grain
 import numpy as np
 
-from llama_jax.data import tokenizer as tokenizer_lib
-from llama_jax.data import instructions, packing, sources, token_cache
 from llama_jax.core.errors import DataError
+from llama_jax.data import instructions, packing, sources, token_cache
+from llama_jax.data import tokenizer as tokenizer_lib
 
 log = logging.getLogger(__name__)
 

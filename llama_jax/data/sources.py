@@ -18,7 +18,7 @@ import hashlib
 import os
 import sysconfig
 import warnings
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

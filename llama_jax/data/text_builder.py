@@ -30,8 +30,8 @@ import warnings
 
 import tensorflow_datasets as tfds
 
-from llama_jax.data import sources
 from llama_jax.core.errors import DataError
+from llama_jax.data import sources
 
 BUILDER_NAME = "llama_jax_text_files"
 FORMAT_VERSION = 1  # bump when the layout written here changes, so old caches are not reused

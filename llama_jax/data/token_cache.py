@@ -45,7 +45,7 @@ class TokenizedDocs:
                       "0..len(tokens) partition; delete the cache directory and run again")
 
   @classmethod
-  def from_lists(cls, docs, fingerprint: str = "") -> "TokenizedDocs":
+  def from_lists(cls, docs, fingerprint: str = "") -> TokenizedDocs:
     """In-memory documents (lists or arrays of ids)."""
     lengths = [len(d) for d in docs]
     offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
@@ -56,7 +56,7 @@ class TokenizedDocs:
     return cls(flat.astype(np.uint32), offsets, fingerprint)
 
   @classmethod
-  def open(cls, path: str) -> "TokenizedDocs":
+  def open(cls, path: str) -> TokenizedDocs:
     with open(os.path.join(path, "meta.json")) as f:
       meta = json.load(f)
     offsets = np.load(os.path.join(path, "offsets.npy"))

@@ -18,8 +18,8 @@ import hashlib
 import io
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -75,7 +75,7 @@ class Tokenizer:
       self._load(f.read())
 
   @classmethod
-  def from_bytes(cls, model_proto: bytes, path: str = "<memory>") -> "Tokenizer":
+  def from_bytes(cls, model_proto: bytes, path: str = "<memory>") -> Tokenizer:
     tok = cls.__new__(cls)
     tok.path = path
     tok._load(model_proto)

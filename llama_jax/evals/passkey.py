@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from llama_jax.core import progress
 from llama_jax.core.errors import ConfigError

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from matplotlib import ticker
 from matplotlib.backends.backend_agg import FigureCanvasAgg

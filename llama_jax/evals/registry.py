@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from llama_jax.core.errors import ConfigError
 from llama_jax.core.registry import Registry
@@ -52,7 +53,7 @@ class Context:
   place: Callable[[dict], dict] | None = None  # per-process NumPy batch → global jax arrays
   process_index: int = 0
   process_count: int = 1
-  log: Callable[[str], None] = lambda text: None  # noqa: E731
+  log: Callable[[str], None] = lambda text: None
 
 
 @dataclasses.dataclass

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -33,10 +35,12 @@ import numpy as np
 from llama_jax import adapters
 from llama_jax.checkpoints import converted
 from llama_jax.checkpoints.converted import lazy_params, load_params, save_converted
-from llama_jax.core.errors import CheckpointError
+from llama_jax.core.errors import CheckpointError, ConfigError
 from llama_jax.model import spec as spec_lib
 from llama_jax.model.config import ModelConfig
-from llama_jax.training import run_reader, workdir as workdir_lib
+from llama_jax.rope import config as rope_config
+from llama_jax.training import run_reader
+from llama_jax.training import workdir as workdir_lib
 
 __all__ = ["CheckpointError", "checkpoint_kind", "convert", "load_config", "load_hf",
            "load_model", "load_params", "read", "save_converted", "tokenizer_of"]
@@ -98,7 +102,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
             dst_format: str = "llama_jax", *, dtype: str | None = None, overwrite: bool = False,
             max_shard_bytes: int | None = None, max_position_embeddings: int | None = None,
             tokenizer: str | os.PathLike | None = None,
-            merge_adapters: bool = False) -> tuple[ModelConfig, list[Path]]:
+            merge_adapters: bool = False,
+            rope: Mapping[str, Any] | None = None) -> tuple[ModelConfig, list[Path]]:
   """Converts a checkpoint directory; returns the config and the top-level paths written.
 
   dtype: parameter dtype of the result (default: as stored in the source). max_shard_bytes:
@@ -106,7 +111,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
   checkpoint whose params.json has no max_seq_len. tokenizer: the SentencePiece model to keep
   with the result (default: the source's, `source_tokenizer`); an HF export writes it with the
   files `transformers.AutoTokenizer` reads. merge_adapters: fold a training run's LoRA into the
-  base weights (`--to=hf` / `llama_jax`).
+  base weights (`--to=hf` / `llama_jax`). rope: RoPE fields (HF names, e.g. a search's
+  rope.json) that replace the source's in the result, so searched factors travel to HF.
   """
   if dst_format not in TARGETS:
     raise CheckpointError(f"target format {dst_format!r} is unknown; allowed: {list(TARGETS)}")
@@ -130,6 +136,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
   if tokenizer is not None and not Path(os.path.expanduser(os.fspath(tokenizer))).is_file():
     raise CheckpointError(f"tokenizer {os.fspath(tokenizer)} does not exist; give a "
                           "SentencePiece .model file")
+  if rope:
+    if dst_format == "peft":
+      raise CheckpointError("--rope_json changes the base model's config; a peft adapter "
+                            "carries none (export the base with --to=hf --rope_json instead)")
+    _with_rope(_source_config(src, src_format), rope)  # refuse a bad rope.json before reading
   run_spec = _run_adapter(src_format, src)
   if run_spec is None and (dst_format == "peft" or merge_adapters):
     raise CheckpointError(
@@ -138,7 +149,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
   if run_spec is not None:
     return _convert_adapter_run(run_spec, src, dst, dst_format, dtype=dtype,
                                 overwrite=overwrite, max_shard_bytes=max_shard_bytes,
-                                merge=merge_adapters, tokenizer=tokenizer)
+                                merge=merge_adapters, tokenizer=tokenizer, rope=rope)
   if src_format == "llama_jax" and dst_format == "hf":
     # Stream layer slices straight from the stored arrays instead of restoring the model.
     cfg = converted.load_config(src)
@@ -147,6 +158,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
       cfg, params = read(src_format, src, dtype)
   else:
     cfg, params = read(src_format, src, dtype, max_position_embeddings)
+  cfg = _with_rope(cfg, rope)
   if dst_format == "llama_jax":
     save_converted(dst, cfg, params, overwrite=overwrite, tokenizer=tokenizer)
     return cfg, [dst / converted.MODEL_CONFIG_FILE, dst / converted.PARAMS_DIR] + (
@@ -157,9 +169,29 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
                                  tokenizer=tokenizer, **kwargs)
 
 
+def _source_config(src: Path, src_format: str) -> ModelConfig | None:
+  """The source's ModelConfig where reading it costs nothing (None for Meta checkpoints)."""
+  if src_format == "hf":
+    from llama_jax.interop import hf as hf_format
+    return hf_format.read_config(src)
+  if src_format in ("llama_jax", "workdir"):
+    return load_config(src)
+  return None
+
+
+def _with_rope(cfg: ModelConfig | None, rope: Mapping[str, Any] | None) -> ModelConfig | None:
+  """`cfg` with the RoPE fields `rope` applied and validated (ConfigError names the field)."""
+  if not rope or cfg is None:
+    return cfg
+  try:
+    return cfg.replace(rope=rope_config.apply_overrides(cfg.rope, rope))
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"--rope_json does not fit the model: {e}") from None
+
+
 def _convert_adapter_run(spec, src: Path, dst: Path, dst_format: str, *, dtype, overwrite,
                          max_shard_bytes, merge: bool,
-                         tokenizer=None) -> tuple[ModelConfig, list[Path]]:
+                         tokenizer=None, rope=None) -> tuple[ModelConfig, list[Path]]:
   """Exports a training run with an adapter: the adapter (peft) or the merged model."""
   name = spec.adapter.name
   if dst_format == "peft":
@@ -182,7 +214,7 @@ def _convert_adapter_run(spec, src: Path, dst: Path, dst_format: str, *, dtype, 
     spec.adapter.merge({})  # raises the adapter's own explanation
   params, _ = run_reader.latest_params(src)
   params = jax.tree.map(np.asarray, jax.device_get(spec.adapter.merge(params)))
-  cfg = spec.config
+  cfg = _with_rope(spec.config, rope)
   if dtype is not None:
     cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
   params = jax.tree.map(lambda x: x.astype(converted.np_dtype(cfg.param_dtype)), params)

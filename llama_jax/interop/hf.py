@@ -25,11 +25,17 @@ import os
 import re
 import struct
 from pathlib import Path
+
 import numpy as np
 
+from llama_jax.checkpoints.converted import (
+  CheckpointError,
+  atomic_directory,
+  check_params,
+  np_dtype,
+)
 from llama_jax.interop import hf_layout as weights
 from llama_jax.interop import hf_tokenizer
-from llama_jax.checkpoints.converted import CheckpointError, atomic_directory, check_params, np_dtype
 from llama_jax.model.config import ModelConfig
 
 CONFIG = "config.json"

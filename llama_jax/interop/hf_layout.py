@@ -1,7 +1,7 @@
 """The tensor-by-tensor correspondence between HF `LlamaForCausalLM` and llama_jax parameters.
 
-Pure layout: names, transposes and reshapes, nothing about files. `interop/convert.py` streams tensors
-through these maps. llama_jax stacks the L blocks on a leading axis, so each HF per-layer
+Pure layout: names, transposes and reshapes, nothing about files. `interop/convert.py` streams
+tensors through these maps. llama_jax stacks the L blocks on a leading axis, so each HF per-layer
 tensor fills one slice of a stacked array.
 
 HF stores `nn.Linear` weights as [out, in]; llama_jax kernels are [in, ...out] with heads as
@@ -9,7 +9,7 @@ their own axis (q: [d_model, n_heads, head_dim]; o: [n_heads, head_dim, d_model]
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from llama_jax.interop import hf_layout as weights
 from llama_jax.checkpoints.converted import CheckpointError, np_dtype
+from llama_jax.interop import hf_layout as weights
 from llama_jax.model.config import ModelConfig, llama_ffn_dim
 from llama_jax.rope.config import RopeConfig
 
@@ -204,7 +204,7 @@ def read_meta(src: str | os.PathLike, dtype: str | None = None,
   """
   src = Path(src)
   try:
-    import torch  # noqa: F401  (.pth files are torch zip archives)
+    import torch
   except ImportError:
     raise CheckpointError("reading Meta consolidated.*.pth checkpoints needs PyTorch: "
                           "pip install torch (the CPU wheel is enough)") from None

@@ -102,7 +102,7 @@ def adapter_from_config(hf: dict, cfg: ModelConfig, src="adapter_config.json"):
   if task not in (None, "CAUSAL_LM"):
     raise CheckpointError(f"{src}: task_type={task!r}; a LLaMA language-model adapter has "
                           "task_type CAUSAL_LM")
-  empty = lambda v: not v  # noqa: E731
+  empty = lambda v: not v
   try:
     if peft_type == "LORA":
       for field in ("rank_pattern", "alpha_pattern", "layers_to_transform", "modules_to_save",

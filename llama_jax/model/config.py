@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from llama_jax import attention
 from llama_jax.attention import self_extend
@@ -125,7 +126,7 @@ class ModelConfig:
     return forward * (3 if training else 1)
 
   # ---------------------------------------------------------------- conversions
-  def replace(self, **changes) -> "ModelConfig":
+  def replace(self, **changes) -> ModelConfig:
     # The rope record mirrors max_position_embeddings; keep it in step unless a new rope is given.
     if "max_position_embeddings" in changes and "rope" not in changes:
       changes["rope"] = self.rope.replace(max_position_embeddings=None)
@@ -150,7 +151,7 @@ class ModelConfig:
     return d
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+  def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
     d = dict(d)
     unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
@@ -162,7 +163,7 @@ class ModelConfig:
     return cls(**d, **({"rope": rope} if rope is not None else {}))
 
   @classmethod
-  def from_hf(cls, hf: Mapping[str, Any], **overrides) -> "ModelConfig":
+  def from_hf(cls, hf: Mapping[str, Any], **overrides) -> ModelConfig:
     """Builds the config from an HF LlamaConfig dict (config.json)."""
     if hf.get("hidden_act", "silu") != "silu":
       raise ValueError(f"config.json hidden_act={hf['hidden_act']!r}: llama_jax supports 'silu'")

@@ -46,12 +46,12 @@ from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from llama_jax import attention as attention_lib
-from llama_jax.attention import self_extend
 from llama_jax import rope as rope_lib
+from llama_jax.attention import self_extend
 from llama_jax.core.errors import DataError
-from llama_jax.parallel.logical_axes import Rules, constrain
 from llama_jax.model.config import ModelConfig
 from llama_jax.model.remat import remat
+from llama_jax.parallel.logical_axes import Rules, constrain
 
 
 def _param(rngs, shape, axes, std, dtype):
@@ -229,7 +229,7 @@ class KVCache:
   index: jax.Array  # int32[]: next slot to write
 
   @classmethod
-  def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
+  def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
     dtype = jnp.dtype(dtype or cfg.dtype)
     shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
     return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
@@ -355,7 +355,7 @@ class Llama(nnx.Module):
     else:
       outs = []
       for i in range(cfg.n_layers):
-        xs = jax.tree.map(lambda a: a[i], (layer_state, *cache_kv, keys))
+        xs = jax.tree.map(lambda a, i=i: a[i], (layer_state, *cache_kv, keys))
         x, kv_i = layer(x, xs)
         outs.append(kv_i)
       kv = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)

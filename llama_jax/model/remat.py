@@ -8,7 +8,7 @@ trade memory for recomputation. `none` keeps everything (no remat); `full` keeps
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 

@@ -35,7 +35,6 @@ from llama_jax.model.llama import Llama
 from llama_jax.parallel import sharding
 from llama_jax.parallel.logical_axes import Rules
 
-
 ADAPTER_STREAM = 0xADA  # adapters draw their initial values from fold_in(seed key, this)
 
 
@@ -138,14 +137,14 @@ class ModelSpec:
 
   @classmethod
   def build(cls, config: ModelConfig, rules: Rules | None = None, trainable: str = ".*",
-            adapter=None) -> "ModelSpec":
+            adapter=None) -> ModelSpec:
     """The spec of `config` (with `adapter` installed). Cached: a run that validates its
     config twice, e.g. once before `jax.distributed` starts and once after, builds the
     abstract model once (adapters are frozen dataclasses, so they key the cache too)."""
     return _build(cls, config, rules, trainable, adapter)
 
   @classmethod
-  def _from_model(cls, config, rules, trainable, adapter) -> "ModelSpec":
+  def _from_model(cls, config, rules, trainable, adapter) -> ModelSpec:
     model = abstract(config, rules, adapter)
     graphdef, state = nnx.split(model)
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))

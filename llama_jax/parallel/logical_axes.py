@@ -7,7 +7,7 @@ the config — decides the layout, so switching FSDP ↔ tensor parallelism is a
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 from jax.sharding import PartitionSpec as P

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from llama_jax.parallel import logical_axes
 from llama_jax.parallel.logical_axes import Rules
+
 
 # ------------------------------------------------------------------------------ pytrees
 def _dict_path(path) -> tuple[str, ...]:

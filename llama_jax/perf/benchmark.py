@@ -3,7 +3,8 @@
 The benchmark behind `python -m llama_jax.bench`:
 
   python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench \
-      [--seq_lens=256,512,1024,2048] [--impls=xla,xla_blocked,chunked,hf_torch] [--batch_mode=tokens]
+      [--seq_lens=256,512,1024,2048] [--impls=xla,xla_blocked,chunked,hf_torch] \
+      [--batch_mode=tokens]
 
 For each sequence length and implementation it records: step time (median of `--steps` timed
 steps after `--warmup`), tokens/s, model TFLOP/s (`ModelConfig.flops_per_token`, causal
@@ -64,8 +65,8 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
   import jax
 
   from llama_jax import attention as attention_lib
-  from llama_jax.perf import report as bench_report
   from llama_jax.core import compilation as compile_options
+  from llama_jax.perf import report as bench_report
   from llama_jax.training import validation as config_lib
 
   if steps < 1 or warmup < 0:
@@ -167,7 +168,7 @@ def _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_st
         if time_steps:
           runner.setup()
       runners[impl] = runner
-    except Exception as e:  # noqa: BLE001 - one failing kernel must not end the sweep
+    except Exception as e:
       row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
       logging.warning("%s at seq_len %d: %s", impl, seq_len, row["error"])
   try:

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llama_jax.model.config import ModelConfig
 from llama_jax.model.spec import ModelSpec
 from llama_jax.training import state as state_lib
 from llama_jax.training import step as step_lib
-from llama_jax.model.config import ModelConfig
 
 BATCH_DTYPES = {"tokens": np.int32, "targets": np.int32, "segment_ids": np.int32,
                 "positions": np.int32, "loss_mask": np.float32}
@@ -45,7 +45,7 @@ def memory_from_analysis(analysis) -> dict:
   """Bytes per device from `Compiled.memory_analysis()`; `peak` = what is live at once at most."""
   if analysis is None:
     return {}
-  get = lambda name: int(getattr(analysis, name, 0) or 0)  # noqa: E731
+  get = lambda name: int(getattr(analysis, name, 0) or 0)
   args, out, alias, temp = (get("argument_size_in_bytes"), get("output_size_in_bytes"),
                             get("alias_size_in_bytes"), get("temp_size_in_bytes"))
   return {"argument_bytes": args, "output_bytes": out, "alias_bytes": alias, "temp_bytes": temp,
@@ -60,7 +60,7 @@ def flops_from_cost_analysis(compiled) -> float | None:
   """
   try:
     cost = compiled.cost_analysis()
-  except Exception:  # noqa: BLE001 - optional on some backends
+  except Exception:
     return None
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
@@ -119,6 +119,6 @@ def device_peak_bytes(device=None) -> int | None:
   device = device or jax.devices()[0]
   try:
     stats = device.memory_stats()
-  except Exception:  # noqa: BLE001 - CPU devices have no allocator stats
+  except Exception:
     return None
   return None if not stats else stats.get("peak_bytes_in_use")

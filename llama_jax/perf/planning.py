@@ -60,7 +60,8 @@ def _shard_bytes(abstract_tree, shardings) -> int:
 def _total_bytes(abstract_tree) -> int:
   import jax
   import numpy as np
-  return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(abstract_tree))
+  return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
+             for x in jax.tree.leaves(abstract_tree))
 
 
 def _micro_batch_fits(config, n_devices: int, grad_accum: int) -> bool:
@@ -110,13 +111,13 @@ def plan(config, n_devices: int, hbm_gib: float = 0.0, peak_tflops: float = 0.0,
   """Compiles the recipe's train step for `n_devices` and returns the report as a dict."""
   import jax
 
-  from llama_jax.perf import jax_step as bench_jax
   from llama_jax.core import compilation as compile_options
-  from llama_jax.training import validation as config_lib
-  from llama_jax.parallel import sharding as sharding_lib
   from llama_jax.parallel import mesh as mesh_lib
+  from llama_jax.parallel import sharding as sharding_lib
+  from llama_jax.perf import jax_step as bench_jax
   from llama_jax.training import state as state_lib
   from llama_jax.training import step as step_lib
+  from llama_jax.training import validation as config_lib
 
   devices = jax.devices()
   if len(devices) < n_devices:
@@ -165,7 +166,7 @@ def plan(config, n_devices: int, hbm_gib: float = 0.0, peak_tflops: float = 0.0,
       "per_device_bytes": {
           "params": _shard_bytes(abstract.params, shardings.params),
           "optimizer_state": _shard_bytes(abstract.opt_state, shardings.opt_state),
-          **{k: v for k, v in memory.items()}},
+          **dict(memory.items())},
       "total_bytes": {"params": _total_bytes(abstract.params),
                       "optimizer_state": _total_bytes(abstract.opt_state)},
       "flops_per_step": {"model_formula_total": model_flops,

@@ -106,7 +106,7 @@ def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str, peft:
       elif cmd == "close":
         conn.send({"ok": True})
         return
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which records it
+    except Exception as e:
       conn.send({"ok": False, "error": f"{type(e).__name__}: {e}"})
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 FIELDS = (
     "rope_type", "rope_theta", "factor", "original_max_position_embeddings",
@@ -47,7 +48,7 @@ class RopeConfig:
       if value is not None and not isinstance(value, tuple):
         object.__setattr__(self, name, tuple(float(v) for v in value))
 
-  def replace(self, **changes) -> "RopeConfig":
+  def replace(self, **changes) -> RopeConfig:
     return dataclasses.replace(self, **changes)
 
   @property
@@ -67,7 +68,7 @@ class RopeConfig:
     return out
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "RopeConfig":
+  def from_dict(cls, d: Mapping[str, Any]) -> RopeConfig:
     unknown = sorted(set(d) - set(FIELDS))
     if unknown:
       raise ValueError(
@@ -75,7 +76,7 @@ class RopeConfig:
     return cls(**dict(d))
 
   @classmethod
-  def from_hf(cls, hf_config: Mapping[str, Any]) -> "RopeConfig":
+  def from_hf(cls, hf_config: Mapping[str, Any]) -> RopeConfig:
     """Reads `rope_parameters` (transformers v5) or legacy `rope_scaling` + `rope_theta`."""
     params = dict(hf_config.get("rope_parameters") or hf_config.get("rope_scaling") or {})
     if "type" in params and "rope_type" not in params:  # oldest HF spelling

@@ -27,7 +27,7 @@ every module in it (`core.registry`'s idiom), so nothing else needs editing.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp

@@ -19,8 +19,27 @@ stopped. The methods' own options (`llama_jax/search/`) are flags too; see --hel
 from __future__ import annotations
 
 from llama_jax import search
+from llama_jax.core import cli
 from llama_jax.core.errors import UsageError
 from llama_jax.search import command
+
+USAGE = """\
+python -m llama_jax.search --method=dcis|evolution --checkpoint=RUN_OR_CKPT --target_len=T \\
+    --out=DIR (--files=GLOB | --dataset=NAME) [--tokenizer=FILE] [--factor=s] [options]
+
+Searches RoPE factors λ (one per frequency pair) that minimise perplexity at --target_len, and
+writes DIR/rope.json for train, evaluate, generate and convert (--rope_json).
+
+  # DCIS at 4x the tiny model's 256 positions, on local text files (one document by default)
+  python -m llama_jax.search --method=dcis --checkpoint=runs/tiny --files='docs/*.txt' \\
+      --target_len=1024 --factor=4 --out=runs/tiny_dcis_4x
+  # LongRoPE's evolutionary search, as the DCIS authors' baseline, without the monotone constraint
+  python -m llama_jax.search --method=evolution --nomonotone ... --out=runs/tiny_evo_4x
+
+Everything that can be checked without the weights (method options, head_dim, factors,
+tokenizer, documents long enough, a journal made under other settings) is checked first, so a
+bad request writes nothing. Every evaluation is journaled in DIR/search_state.jsonl: rerunning
+the same command after an interruption resumes where it stopped."""
 
 _COMMON_FLAGS = (  # (kind, name, default, help)
     ("string", "checkpoint", None, "a converted checkpoint or a training workdir"),
@@ -89,13 +108,9 @@ def request_from_flags(f) -> command.Request:
 
 
 def main(argv, flag_values=None):
-  import logging
-
   from absl import flags
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments {argv[1:]}")
-  for noisy in ("absl", "jax", "orbax"):  # checkpoint reading logs every step at INFO
-    logging.getLogger(noisy).setLevel(logging.WARNING)
   f = flags.FLAGS if flag_values is None else flag_values
   record = command.run(request_from_flags(f))
   print(f"{record['method']}: start ppl {record['start_ppl']}, result ppl {record['best_ppl']} "
@@ -104,14 +119,7 @@ def main(argv, flag_values=None):
   print(f"wrote {f.out}/search.json and {f.out}/rope.json")
 
 
+PROGRAM = cli.Program("search", USAGE, define_flags, main)
+
 if __name__ == "__main__":
-  import sys
-
-  from absl import app
-
-  from llama_jax.core.errors import LlamaJaxError
-  define_flags()
-  try:
-    app.run(main)
-  except LlamaJaxError as e:
-    sys.exit(f"error: {type(e).__name__}: {e}")
+  cli.run(PROGRAM)

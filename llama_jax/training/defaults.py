@@ -9,17 +9,16 @@ for; tests validate every recipe against that many hypothetical devices.
 """
 import dataclasses
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import ml_collections
 from ml_collections import config_dict
 
 from llama_jax import adapters
 from llama_jax.core.errors import ConfigError
-from llama_jax.parallel.logical_axes import DEFAULT_RULES
 from llama_jax.model.config import PRESETS
+from llama_jax.parallel.logical_axes import DEFAULT_RULES
 from llama_jax.training import augment
-
 
 # Types of the ModelConfig/RopeConfig fields that may be None. A None in a ConfigDict cannot be
 # overridden from the command line, so these become typed placeholders

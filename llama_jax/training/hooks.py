@@ -10,7 +10,8 @@ Logging, evaluations, checkpoints and the final sample are hooks; a caller can a
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 Action = Callable[[int, Any], None]  # (step, train state)
 

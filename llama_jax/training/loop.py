@@ -24,7 +24,8 @@ import logging
 import math
 import os
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from llama_jax.training import validation as config_lib
 from llama_jax.training import workdir as workdir_lib
@@ -85,6 +86,7 @@ def _init_params(tc, shardings):
   With an adapter: that base, the adapter installed on it with its initial values.
   """
   import jax
+
   from llama_jax.checkpoints import converted
   from llama_jax.training import run_reader
   spec = tc.spec
@@ -118,8 +120,9 @@ def _sample(spec, params, tok, prompt: str, max_new_tokens: int) -> str:
 
 def _evaluations(c, tok, micro_batch: int, place, say):
   """{name: (every, Evaluation)} for the enabled entries of `config.evals`."""
-  from llama_jax import evals
   import jax
+
+  from llama_jax import evals
   context = evals.registry.Context(
       tokenizer=tok, data=c.data, seq_len=c.seq_len, batch_size=micro_batch, seed=c.seed,
       place=place, process_index=jax.process_index(), process_count=jax.process_count(),
@@ -139,6 +142,7 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
   `hooks`: further periodic actions, run after the built-in ones (see `hooks.py`)."""
   import jax
   import numpy as np
+
   from llama_jax import data
   from llama_jax.checkpoints import manager as checkpoint
   from llama_jax.data import tokenizer as tokenizer_lib
@@ -165,7 +169,7 @@ def run(config, workdir: str, devices=None, hooks: Sequence[Periodic] = ()) -> R
                                 seq_len=c.seq_len, seed=c.seed, process_index=process,
                                 process_count=n_proc)
   mesh = mesh_lib.make_mesh(c.mesh, devices)
-  place = lambda local: sharding.global_batch(local, mesh, rules)  # noqa: E731
+  place = lambda local: sharding.global_batch(local, mesh, rules)
   evaluations = _evaluations(c, tok, tc.micro_batch, place, say)
 
   # Outside the mesh context: on CPU this times a matmul on one device.

@@ -20,7 +20,8 @@ Gradient accumulation is done by the train step (a scan over micro-batches, one 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -145,6 +146,6 @@ def make_optimizer(cfg, total_steps: int, params) -> optax.GradientTransformatio
   if all(jax.tree.leaves(trainable)):
     return train_tx
   regex = c["trainable"]
-  labels = lambda p: jax.tree.map(  # noqa: E731
+  labels = lambda p: jax.tree.map(
       lambda t: _TRAIN if t else _FROZEN, trainable_mask(p, regex))
   return optax.multi_transform({_TRAIN: train_tx, _FROZEN: optax.set_to_zero()}, labels)

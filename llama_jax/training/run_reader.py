@@ -21,7 +21,8 @@ from llama_jax.model.config import ModelConfig
 from llama_jax.model.spec import ModelSpec
 from llama_jax.parallel import sharding
 from llama_jax.training import state as state_lib
-from llama_jax.training import validation, workdir as workdir_lib
+from llama_jax.training import validation
+from llama_jax.training import workdir as workdir_lib
 
 
 def load_training_config(path: str | os.PathLike) -> validation.TrainConfig:

@@ -41,7 +41,8 @@ from llama_jax.data import instructions
 from llama_jax.model.config import ModelConfig
 from llama_jax.model.spec import ModelSpec
 from llama_jax.parallel import mesh as mesh_lib
-from llama_jax.training import augment, defaults, optim, workdir as workdir_lib
+from llama_jax.training import augment, defaults, optim
+from llama_jax.training import workdir as workdir_lib
 
 
 @dataclasses.dataclass(frozen=True)

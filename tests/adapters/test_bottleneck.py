@@ -48,7 +48,7 @@ def test_seam_matches_numpy(placement, weight, scaling, act):
     return (u.reshape(21, -1) @ w.reshape(int(np.prod(shape[:n_in])), -1)).reshape(
         (3, 7) + shape[n_in:])
 
-  f = lambda u: ref.bottleneck_np(u, down, up, s, act)  # noqa: E731
+  f = lambda u: ref.bottleneck_np(u, down, up, s, act)
   if placement == "before":
     want = lin(x + f(x))
   elif placement == "after":

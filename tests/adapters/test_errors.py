@@ -161,7 +161,7 @@ def test_failed_exports_write_nothing(tmp_path):
 def test_convert_refuses_adapter_exports_of_plain_models(tmp_path):
   from llama_jax.interop import convert, hf
   _, _, cfg, base = ref.base_and_config()
-  hf.write_hf(tmp_path / "hf", cfg, {k: v for k, v in base.items()})
+  hf.write_hf(tmp_path / "hf", cfg, dict(base.items()))
   for target, flags in (("peft", {}), ("hf", dict(merge_adapters=True))):
     with pytest.raises(CheckpointError, match=r"needs a training run with an adapter"):
       convert.convert(tmp_path / "hf", tmp_path / "out", "hf", target, **flags)

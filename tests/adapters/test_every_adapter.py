@@ -71,8 +71,9 @@ def test_layouts_remat_and_kernels_agree(name):
     got_logits, got_grads = logits_and_grads(adapter, params, **overrides)
     np.testing.assert_allclose(got_logits, want_logits, atol=2e-5, rtol=1e-5,
                                err_msg=str(overrides))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=2e-4,
-                                                         err_msg=str(overrides)),
+    message = str(overrides)
+    jax.tree.map(lambda a, b, m=message: np.testing.assert_allclose(a, b, atol=1e-5, rtol=2e-4,
+                                                                    err_msg=m),
                  got_grads, want_grads)
 
 

@@ -74,7 +74,7 @@ def test_kv_cache_decoding_equals_the_full_forward(tmp_path, attention):
   padded = generate.pad_prompts(prompts)
   logits, cache = generate.prefill(model, padded, max_len=12)
   seqs = [list(p) for p in prompts]
-  for step in range(4):
+  for _step in range(4):
     nxt = np.asarray(jnp.argmax(logits, -1))
     for row in range(2):
       full = ref.torch_logits(pm, np.asarray(seqs[row])[None])[0, -1]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from llama_jax import attention
-from llama_jax.model.config import preset
 from llama_jax.model import llama as model_lib
 from llama_jax.model import spec as spec_lib
+from llama_jax.model.config import preset
 
 
 @pytest.mark.parametrize("backend,kw,want", [
@@ -38,7 +38,8 @@ def test_fused_kernels_hand_decoding_to_chunked():
 
 
 def test_unknown_kernel_is_named():
-  with pytest.raises(ValueError, match=r"attention='flash' is not a known attention kernel; allowed"):
+  with pytest.raises(ValueError,
+                     match=r"attention='flash' is not a known attention kernel; allowed"):
     attention.get("flash")
 
 

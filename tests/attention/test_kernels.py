@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from llama_jax import attention
-from llama_jax.perf import jax_step as bench_jax
+from llama_jax.attention import chunked, cudnn, splash, xla, xla_blocked
 from llama_jax.model import llama as model_lib
 from llama_jax.model import spec as spec_lib
-from llama_jax.attention import chunked, cudnn, splash, xla, xla_blocked
 from llama_jax.model.config import preset
+from llama_jax.perf import jax_step as bench_jax
 
 ON_GPU = jax.default_backend() == "gpu"
 ON_TPU = jax.default_backend() == "tpu"
@@ -166,9 +166,9 @@ def test_chunked_decoding_against_a_cache_matches_xla(q_offset, t):
   np.testing.assert_allclose(np.asarray(run(q, k, v, q_offset)), np.asarray(want), atol=2e-5)
   grad = lambda fn: jax.jit(jax.grad(_loss(fn, q_offset=q_offset, **kw), argnums=(0, 1, 2)))(
       q, k, v)
-  for a, b in zip(grad(lambda *a, **kw: chunked.attention(*a, block_size=8, **kw)),
-                  grad(xla.attention)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5)
+  for got, want_grad in zip(grad(lambda *a, **kw: chunked.attention(*a, block_size=8, **kw)),
+                            grad(xla.attention)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want_grad), atol=5e-5)
 
 
 def test_chunked_never_reads_key_blocks_beyond_the_causal_frontier():
@@ -240,10 +240,10 @@ def test_model_with_chunked_attention_matches_xla():
   seg = _packed_segments(2, 29, seed=9)
   chunked_cfg = base.replace(attention="chunked")
   for kw in ({"segment_ids": seg},):  # unpacked inputs are covered at kernel level
-    want, want_g = jax.jit(jax.value_and_grad(lambda p: _model_loss(base, p, tokens, **kw)))(
-        params)
-    got, got_g = jax.jit(jax.value_and_grad(lambda p: _model_loss(chunked_cfg, p, tokens, **kw)))(
-        params)
+    want, want_g = jax.jit(jax.value_and_grad(
+        lambda p, kw=kw: _model_loss(base, p, tokens, **kw)))(params)
+    got, got_g = jax.jit(jax.value_and_grad(
+        lambda p, kw=kw: _model_loss(chunked_cfg, p, tokens, **kw)))(params)
     np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
                                                          atol=2e-6), got_g, want_g)

@@ -16,13 +16,12 @@ import pytest
 from flax import nnx
 
 from llama_jax.checkpoints import manager as checkpoint
-from llama_jax.training import preemption
 from llama_jax.model import spec as spec_lib
-from llama_jax.training import optim
+from llama_jax.model.config import preset
 from llama_jax.parallel import mesh as mesh_lib
 from llama_jax.parallel import sharding
 from llama_jax.parallel.logical_axes import DEFAULT_RULES
-from llama_jax.model.config import preset
+from llama_jax.training import optim, preemption
 
 CFG = preset("tiny")
 OPTIM = ml_collections.ConfigDict(dict(

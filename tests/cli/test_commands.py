@@ -20,10 +20,11 @@ import pytest
 
 from llama_jax import bench, convert, evaluate, generate, malloc, plan, train
 from llama_jax.core import cli
+from llama_jax.search import __main__ as search
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = {"train": train, "convert": convert, "generate": generate, "evaluate": evaluate,
-         "bench": bench, "plan": plan, "malloc": malloc}
+         "bench": bench, "plan": plan, "malloc": malloc, "search": search}
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -381,6 +382,7 @@ def test_hf_export_of_a_run_carries_its_tokenizer_into_transformers(trained_run,
   """The README's `convert --from=workdir --to=hf`: the export loads in transformers, tokenizer
   included (offline, from the directory alone), and its ids are SentencePiece's."""
   import transformers
+
   from llama_jax.data import tokenizer as tokenizer_lib
   workdir, _ = trained_run
   dst = tmp_path / "export"

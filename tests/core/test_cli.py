@@ -142,7 +142,7 @@ def test_logs_keep_ours_and_third_party_warnings_but_drop_spurious_ones(capsys):
   logging.getLogger("orbax.checkpoint").warning("a real problem")
   logging.getLogger("jax").info("Unable to initialize backend 'tpu'")
   import warnings
-  warnings.warn("3 files that are not UTF-8 are left out", UserWarning)
+  warnings.warn("3 files that are not UTF-8 are left out", UserWarning, stacklevel=1)
   err = capsys.readouterr().err.splitlines()
   assert err == ["preparing the corpus", "warning: a real problem",
                  "warning: UserWarning: 3 files that are not UTF-8 are left out"]

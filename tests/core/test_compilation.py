@@ -1,8 +1,7 @@
 """The train step's per-backend compilation: XLA options scoped to its jit, the loss layout."""
-from tests.training.test_step import CFG, optim_cfg
-
-from llama_jax.perf import jax_step as bench_jax
 from llama_jax.core import compilation as compile_options
+from llama_jax.perf import jax_step as bench_jax
+from tests.training.test_step import CFG, optim_cfg
 
 
 def _ynn_fusions(compilation):

@@ -272,7 +272,7 @@ def test_eval_file_gives_the_heldout_examples(setup, tmp_path):
   cfg.instructions.update(dict(eval_file=str(path), heldout_examples=0))
   cfg.update(dict(pack=False))
   rows = _all_rows(cfg, tok, "eval", 3)
-  for r, row in zip(records[:3], rows):
+  for _r, row in zip(records[:3], rows):
     assert tok.decode(row["tokens"][row["segment_ids"] > 0]).startswith(HEAD)
 
 

@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llama_jax.training import defaults as base
 from llama_jax import data
 from llama_jax.attention import masks
 from llama_jax.data import pipeline, sources, text_builder, token_cache
 from llama_jax.data.packing import PackedStream, PackingSpec
 from llama_jax.data.token_cache import TokenizedDocs
 from llama_jax.data.tokenizer import DataError
+from llama_jax.training import defaults as base
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 VOCAB = 384

@@ -13,17 +13,17 @@ import jax
 import numpy as np
 import pytest
 
-from tests.references import hf_reference as hf
 from llama_jax import evaluate as evaluate_lib
-from llama_jax.model import llama as model_lib
-from llama_jax.model import spec as spec_lib
-from llama_jax.interop import hf_layout as weights
-from llama_jax.evals import passkey, perplexity, plots
-from llama_jax.model.config import ModelConfig
 from llama_jax.core.errors import DataError
 from llama_jax.data import documents
+from llama_jax.evals import passkey, perplexity, plots
+from llama_jax.interop import hf_layout as weights
+from llama_jax.model import llama as model_lib
+from llama_jax.model import spec as spec_lib
+from llama_jax.model.config import ModelConfig
 from llama_jax.rope import RopeConfig
 from llama_jax.rope.config import apply_overrides
+from tests.references import hf_reference as hf
 
 BOS = 1
 
@@ -132,7 +132,7 @@ def tok(tmp_path_factory):
 
 
 def test_find_garbage_length_is_the_longest_that_fits():
-  monotone = lambda n: 40 + n // 3  # noqa: E731
+  monotone = lambda n: 40 + n // 3
   for target in (40, 41, 57, 100, 1000):
     for step in (1, 16, 128):
       for hint in (0, 16, 800, 100000):
@@ -141,7 +141,7 @@ def test_find_garbage_length_is_the_longest_that_fits():
         assert n == brute, (target, step, hint)
   # Not monotone (a cut word can tokenize longer than the next one): never over the target,
   # and one more character passes it.
-  wobbly = lambda n: 40 + n // 3 + (5 if (n // 16) % 3 == 0 else 0)  # noqa: E731
+  wobbly = lambda n: 40 + n // 3 + (5 if (n // 16) % 3 == 0 else 0)
   for target in (60, 123, 400):
     for hint in (0, 2000):
       n = passkey.find_garbage_length(wobbly, target, 16, hint)

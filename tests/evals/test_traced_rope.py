@@ -9,7 +9,6 @@ import pytest
 from absl import flags
 from flax import nnx
 
-from tests.evals.test_evaluate import checkpoint, tok  # noqa: F401  (fixtures)
 from llama_jax import evaluate as evaluate_lib
 from llama_jax import generate as gen
 from llama_jax.core.errors import ConfigError
@@ -17,6 +16,7 @@ from llama_jax.evals import perplexity
 from llama_jax.model import llama as model_lib
 from llama_jax.model.config import ModelConfig
 from llama_jax.rope import RopeConfig, RopeInputs
+from tests.evals.test_evaluate import checkpoint, tok  # noqa: F401  (fixtures)
 
 HALF = 8
 ORIG = 32

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tests.references import hf_reference as hf
 from llama_jax import generate as gen
+from llama_jax import rope as rope_lib
+from llama_jax.interop import hf_layout as weights
 from llama_jax.model import llama as model_lib
 from llama_jax.model import spec as spec_lib
-from llama_jax.interop import hf_layout as weights
-from llama_jax import rope as rope_lib
 from llama_jax.model.config import ModelConfig
+from tests.references import hf_reference as hf
 
 ORIG = 16  # original length of the test models; decoding runs past it
 
@@ -301,6 +301,7 @@ def test_bad_arguments_are_rejected_with_clear_messages():
 
 def test_cli_generates_from_a_converted_checkpoint(tmp_path, capsys):
   from absl import flags
+
   from llama_jax import convert
   from llama_jax.data import tokenizer as tokenizer_lib
   text = "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n" * 20

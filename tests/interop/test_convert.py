@@ -20,14 +20,14 @@ import torch
 from flax import nnx
 from safetensors import safe_open
 
-from tests.references.hf_reference import hf_config, hf_logits, hf_model, hf_state
 from llama_jax import convert
 from llama_jax.checkpoints import converted as checkpoint_io
-from llama_jax.interop import hf as hf_format
-from llama_jax.parallel import logical_axes
-from llama_jax.model import spec as spec_lib
 from llama_jax.checkpoints.converted import CheckpointError
+from llama_jax.interop import hf as hf_format
+from llama_jax.model import spec as spec_lib
 from llama_jax.model.config import preset
+from llama_jax.parallel import logical_axes
+from tests.references.hf_reference import hf_config, hf_logits, hf_model, hf_state
 
 TOKENS = np.random.RandomState(0).randint(0, 128, (2, 13)).astype(np.int32)
 
@@ -569,3 +569,36 @@ def test_cli(gqa, tmp_path):
   assert cfg.param_dtype == "bfloat16" and cfg.n_kv_heads == 2
   n = sum(math.prod(v.shape) for v in model.state_dict().values())
   assert sum(x.size for x in jax.tree.leaves(convert.load_params(dst))) == n
+
+
+# ------------------------------------------------------------------ searched RoPE factors → HF
+def test_searched_rope_factors_export_to_hf(gqa, tmp_path):
+  """`convert --rope_json` writes a search's rope.json into the HF config: transformers' own
+  longrope then gives the logits of our model with the same factors."""
+  from transformers import LlamaForCausalLM
+
+  from llama_jax.core import cli
+  from llama_jax.rope.config import read_json
+  from llama_jax.search import factors
+  _, single, _ = gqa
+  lam = np.linspace(1.0, 3.5, 8)  # head_dim 16: 8 pairs, non-monotone end to catch reordering
+  lam[-1] = 2.0
+  (tmp_path / "rope.json").write_text(json.dumps(factors.rope_parameters(lam, 4.0, 64, 1e4)))
+  assert cli.main(convert.PROGRAM, ["convert", "--from=hf", "--to=hf", f"--src={single}",
+                                    f"--dst={tmp_path / 'hf'}",
+                                    f"--rope_json={tmp_path / 'rope.json'}"]) == 0
+  hf = LlamaForCausalLM.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
+  assert hf.config.rope_parameters["rope_type"] == "longrope"
+  np.testing.assert_allclose(hf.config.rope_parameters["long_factor"], lam)
+  ours = convert.load_hf(single)
+  ours = spec_lib.from_params(
+      ours.cfg.replace(rope=convert.load_hf(tmp_path / "hf").cfg.rope),
+      jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(ours, nnx.Param))))
+  assert np.abs(hf_logits(hf, TOKENS) - np.asarray(ours(TOKENS))).max() <= 1e-4
+  # A λ of the wrong length is refused before anything is read or written.
+  bad = read_json(str(tmp_path / "rope.json"))
+  bad["long_factor"] = bad["short_factor"] = [1.0] * 5
+  with pytest.raises(ValueError, match=r"--rope_json does not fit the model: rope.short_factor "
+                                       r"has 5 entries; it needs head_dim/2 = 8"):
+    convert.convert(single, tmp_path / "bad", "hf", "hf", rope=bad)
+  assert leftovers(tmp_path, "bad") == []

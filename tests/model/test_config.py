@@ -1,7 +1,7 @@
 """ModelConfig: presets against the papers' numbers, HF config round trip, validation messages."""
 import pytest
 
-from llama_jax.model.config import ModelConfig, PRESETS, llama_ffn_dim, preset
+from llama_jax.model.config import PRESETS, ModelConfig, llama_ffn_dim, preset
 from llama_jax.rope import RopeConfig
 
 

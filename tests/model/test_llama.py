@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.references import hf_reference as hf
+from llama_jax.interop import hf_layout as weights
 from llama_jax.model import llama as model_lib
 from llama_jax.model import spec as spec_lib
-from llama_jax.interop import hf_layout as weights
 from llama_jax.model.config import ModelConfig, preset
 from llama_jax.rope import RopeConfig
+from tests.references import hf_reference as hf
 
 ORIG = 32  # original_max_position_embeddings of the small test models
 SEQ = 80  # evaluated length: beyond ORIG and beyond max_position_embeddings=64
@@ -96,7 +96,8 @@ ROPE_FIELD_CASES = [
     (RopeConfig("ntk_by_parts", factor=4.0, original_max_position_embeddings=16), "factor", 8.0),
     (RopeConfig("ntk_by_parts", factor=4.0, original_max_position_embeddings=16),
      "original_max_position_embeddings", 24),
-    (RopeConfig("ntk_by_parts", factor=4.0, original_max_position_embeddings=1024), "beta_fast", 8.0),
+    (RopeConfig("ntk_by_parts", factor=4.0, original_max_position_embeddings=1024), "beta_fast",
+     8.0),
     (RopeConfig("ntk_by_parts", factor=4.0, original_max_position_embeddings=16), "beta_slow", 0.5),
     (RopeConfig("ntk_by_parts", factor=4.0, original_max_position_embeddings=1024), "truncate",
      False),

@@ -71,7 +71,8 @@ def test_chunked_loss_never_materialises_full_logits():
 @pytest.mark.parametrize("vocab_chunk,chunk", [(16, 0), (7, 8), (50, 0), (64, 8)])
 def test_vocabulary_chunks_give_the_same_values_and_gradients(vocab_chunk, chunk):
   """Logits formed in vocabulary pieces (combined log-sum-exp, target picked from its piece):
-  values and gradients against the float64 reference; 50 entries in pieces of 7 leave a ragged last piece."""
+  values and gradients against the float64 reference; 50 entries in pieces of 7 leave a ragged
+  last piece."""
   rng = np.random.RandomState(2)
   hidden = rng.randn(2, 19, 12).astype(np.float32)
   head = (3 * rng.randn(50, 12)).astype(np.float32)

@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llama_jax.model import loss as loss_lib
 from llama_jax.model import llama as model_lib
-from llama_jax.model import spec as spec_lib
+from llama_jax.model import loss as loss_lib
 from llama_jax.model import remat
+from llama_jax.model import spec as spec_lib
 from llama_jax.model.config import preset
 
 REMAT_POLICIES = remat.names()

@@ -7,14 +7,15 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from jax.sharding import AxisType, PartitionSpec as P
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 from llama_jax.model import llama as model_lib
 from llama_jax.model import spec as spec_lib
+from llama_jax.model.config import preset
 from llama_jax.parallel import mesh as mesh_lib
 from llama_jax.parallel import sharding
 from llama_jax.parallel.logical_axes import DEFAULT_RULES
-from llama_jax.model.config import preset
 
 CFG = preset("tiny")  # d_model 64, 2 layers, 4 heads, 2 kv heads, ffn 128, vocab 256
 

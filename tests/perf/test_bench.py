@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from llama_jax.training import recipes
 from llama_jax.perf import benchmark as bench
 from llama_jax.perf import report as bench_report
+from llama_jax.training import recipes
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16,

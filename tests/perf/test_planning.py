@@ -1,4 +1,5 @@
-"""AOT memory planning: the recipe's step compiled for 8 simulated CPU devices, nothing allocated."""
+"""AOT memory planning: the recipe's step compiled for 8 simulated CPU devices, nothing
+allocated."""
 import json
 import os
 import subprocess
@@ -8,8 +9,8 @@ from pathlib import Path
 import jax
 import pytest
 
-from llama_jax.training import recipes
 from llama_jax.perf import planning as plan_lib
+from llama_jax.training import recipes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +54,7 @@ def test_data_parallel_replicates_the_state():
 
 
 def test_activation_memory_follows_sequence_length_and_attention_kernel():
-  temp = lambda **kw: plan_lib.plan(_config(**kw), 8)["per_device_bytes"]["temp_bytes"]  # noqa
+  temp = lambda **kw: plan_lib.plan(_config(**kw), 8)["per_device_bytes"]["temp_bytes"]
   short, long = temp(seq_len=128), temp(seq_len=256)
   assert long > 1.8 * short  # xla attention: at least linear, here partly quadratic
   chunked = temp(seq_len=256, **{"model.attention": "chunked",

@@ -68,7 +68,7 @@ def hook_bottleneck(model, tensors: dict, placement_of, scaling, act="tanh"):
       up = torch.as_tensor(np.asarray(tensors[f"{key}.adapter_up.weight"]))
       s = (float(np.asarray(tensors[f"{key}.adapter_scaling"]).reshape(()))
            if scaling == "learned" else float(scaling))
-      f = lambda u, down=down, up=up, s=s: acts[act](u @ down.T) @ up.T * s  # noqa: E731
+      f = lambda u, down=down, up=up, s=s: acts[act](u @ down.T) @ up.T * s
       module = layer.get_submodule(name)
       placement = placement_of(target)
       if placement == "before":

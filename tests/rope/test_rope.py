@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.references import rope_reference as ref
 from llama_jax import rope
-from llama_jax.rope import RopeConfig
-from llama_jax.rope import embedding, ramp
+from llama_jax.rope import RopeConfig, embedding, ramp
+from tests.references import rope_reference as ref
 
 
 def freqs(cfg: RopeConfig, d: int, seq_len=1):
@@ -250,7 +249,8 @@ def test_half_split_equals_interleaved_under_the_meta_permutation():
   positions = rng.randint(0, 5000, size=t).astype(np.float64)
   perm = np.concatenate([np.arange(0, d, 2), np.arange(1, d, 2)])  # HF row c*d/2+j = Meta 2j+c
   cos, sin = rope.cos_sin(RopeConfig("default", 1e4), d, jnp.asarray(positions[None], jnp.int32))
-  half = np.asarray(rope.apply(jnp.asarray(x[:, perm][None, :, None], jnp.float32), cos, sin))[0, :, 0]
+  half = np.asarray(rope.apply(jnp.asarray(x[:, perm][None, :, None], jnp.float32), cos,
+                               sin))[0, :, 0]
   back = np.empty_like(half)
   back[:, perm] = half
   np.testing.assert_allclose(back, ref.rope_interleaved(x, positions, ref.theta(1e4, d)),
@@ -321,7 +321,7 @@ HF_CASES = [
 @pytest.mark.parametrize("params", HF_CASES, ids=[c["rope_type"] for c in HF_CASES])
 @pytest.mark.parametrize("seq_len", [1000, 20000])
 def test_inv_freq_matches_hf(params, seq_len):
-  torch = pytest.importorskip("torch")
+  pytest.importorskip("torch")
   from transformers import LlamaConfig
   from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
   params = dict(params, rope_theta=10000.0)

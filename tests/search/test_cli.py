@@ -188,7 +188,7 @@ def test_flags_and_one_line_errors(checkpoint, tok, docs, tmp_path):
       capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
       env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
-  assert proc.stderr.strip().startswith("error: DataError: target_len=100000 needs documents")
+  assert proc.stderr.strip().startswith("search: error: target_len=100000 needs documents")
   assert not out.exists() and not any(out.parent.glob(f".{out.name}*"))
 
 
@@ -207,11 +207,11 @@ def test_train_cli_takes_rope_json_and_validates_it_before_writing(searched, tmp
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({**read_json(str(out / driver.ROPE_FILE)),
                              "short_factor": [1.0] * 3, "long_factor": [1.0] * 3}))
-  proc = train(bad)
-  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  proc = train(bad)  # a config that cannot work: exit status 2 (core.cli)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert "rope.short_factor has 3 entries; it needs head_dim/2 = 16" in proc.stderr
   proc = train('{"rope_type": "longrope", "scale": 2}')
-  assert "unknown RoPE field(s) ['scale']" in proc.stderr and proc.returncode == 1
+  assert "unknown RoPE field(s) ['scale']" in proc.stderr and proc.returncode == 2
   assert not workdir.exists()
 
 
@@ -219,14 +219,14 @@ def test_traced_factors_score_as_the_static_model(checkpoint, tok, docs):
   """The search's traced-λ scorer equals rebuilding the model with λ as config constants."""
   import numpy as np
 
+  from llama_jax.data import documents
   from llama_jax.interop import convert
   from llama_jax.search import factors as factors_lib
   from llama_jax.search import objective
-  from llama_jax.data import documents
   model = convert.load_model(str(checkpoint))
   names, toks = documents.load_documents(docs, tok)
   names, toks = objective.truncated_documents(toks, names, TARGET, max_documents=2)
-  rope_for = lambda lam: factors_lib.rope_config(lam, 4.0, ORIGINAL, model.cfg.rope.rope_theta)  # noqa: E731
+  rope_for = lambda lam: factors_lib.rope_config(lam, 4.0, ORIGINAL, model.cfg.rope.rope_theta)
   traced = objective.TracedScorer(model, toks, TARGET, tok.bos_id, rope_for)
   static = objective.RebuildScorer(model, toks, TARGET, tok.bos_id, rope_for)
   for lam in (np.linspace(0.5, 5.0, 8), np.full(8, 2.0)):

@@ -63,7 +63,7 @@ def test_non_monotone_variant_finds_a_non_monotone_optimum(tmp_path):
   assert not np.all(np.diff(free["long_factor"]) >= 0)
   assert free["best_ppl"] < mono["best_ppl"]  # the constraint excludes the optimum
   # Values stay on [1, 1 + s], on the 0.01 grid counted from 1.
-  mutated = np.concatenate([c for c in objective.calls[1:]])
+  mutated = np.concatenate(list(objective.calls[1:]))
   on_grid = np.isclose((mutated - 1) / 0.01, np.round((mutated - 1) / 0.01), atol=1e-6)
   from_start = np.isin(mutated, _start(p))
   assert np.all(on_grid | from_start) and mutated.min() >= 1 and mutated.max() <= 1 + S + 1e-9

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tests.references import rope_reference as ref
-from tests.training.test_step import CFG, make_batches, mesh_cfg, optim_cfg
 from llama_jax import rope
 from llama_jax.core.errors import ConfigError
 from llama_jax.model.spec import ModelSpec
@@ -25,6 +23,8 @@ from llama_jax.training import augment, defaults, validation
 from llama_jax.training import state as state_lib
 from llama_jax.training import step as train_step
 from llama_jax.training.augment import e2llm, pose
+from tests.references import rope_reference as ref
+from tests.training.test_step import CFG, make_batches, mesh_cfg, optim_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 B, T = 8, 32

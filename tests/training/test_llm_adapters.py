@@ -6,7 +6,6 @@ Every recipe is also validated on its own hardware by tests/training/test_valida
 import json
 import math
 
-import ml_collections
 import pytest
 
 from llama_jax.training import llm_adapters, recipes

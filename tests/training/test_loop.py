@@ -15,17 +15,17 @@ import ml_collections
 import numpy as np
 import pytest
 
-from llama_jax.training import defaults as base
-from llama_jax.checkpoints import manager as checkpoint
-from llama_jax.checkpoints import converted as checkpoint_io
-from llama_jax.training import validation as config_lib
-from llama_jax.training import workdir as workdir_lib
 from llama_jax import data
+from llama_jax.checkpoints import converted as checkpoint_io
+from llama_jax.checkpoints import manager as checkpoint
 from llama_jax.model import llama as model_lib
 from llama_jax.model import spec as spec_lib
 from llama_jax.parallel import mesh as mesh_lib
+from llama_jax.training import defaults as base
 from llama_jax.training import loop as train
 from llama_jax.training import state as state_lib
+from llama_jax.training import validation as config_lib
+from llama_jax.training import workdir as workdir_lib
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from llama_jax.training import validation as config_lib
 from llama_jax.training import loop as train
+from llama_jax.training import validation as config_lib
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
@@ -88,7 +88,7 @@ def test_two_processes_match_one_process(corpus, tmp_path):
     for p in procs:
       if p.poll() is None:
         p.kill()
-  for p, (out, err) in zip(procs, outputs):
+  for p, (_out, err) in zip(procs, outputs):
     assert p.returncode == 0, err[-4000:]
 
   out0, out1 = outputs[0][0], outputs[1][0]

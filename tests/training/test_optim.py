@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 from llama_jax.model import spec as spec_lib
-from llama_jax.training import optim
 from llama_jax.model.config import preset
+from llama_jax.training import optim
 
 
 def optim_cfg(**overrides):

@@ -7,14 +7,14 @@ import ml_collections
 import numpy as np
 import pytest
 
+from llama_jax.interop import hf_layout as weights
+from llama_jax.model.config import ModelConfig, preset
+from llama_jax.model.spec import ModelSpec
 from llama_jax.parallel import mesh as mesh_lib
 from llama_jax.parallel import sharding
-from llama_jax.model.spec import ModelSpec
+from llama_jax.parallel.logical_axes import DEFAULT_RULES
 from llama_jax.training import state as state_lib
 from llama_jax.training import step as train_step
-from llama_jax.interop import hf_layout as weights
-from llama_jax.parallel.logical_axes import DEFAULT_RULES
-from llama_jax.model.config import ModelConfig, preset
 
 # 8 query heads / 4 kv heads so tensor=4 divides both.
 CFG = preset("tiny", vocab_size=256, d_model=64, n_layers=2, n_heads=8, n_kv_heads=4,
@@ -83,6 +83,7 @@ def train(mesh_axes, batches, accum=1, steps=3, cfg=CFG, ocfg=None, params=None)
 # ------------------------------------------------------------------------------ vs HF torch
 def test_loss_and_gradient_norm_match_hf_torch():
   import torch
+
   from tests.references import hf_reference
   hf_cfg = hf_reference.hf_config(vocab_size=256, hidden_size=64, intermediate_size=128,
                                   num_attention_heads=8, num_key_value_heads=4, head_dim=8,
@@ -151,7 +152,7 @@ def test_meshes_give_the_same_losses_and_shard_the_parameters():
     for got, want in zip(history, ref_history):
       assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), name
       assert got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4), name
-    jax.tree.map(lambda a, b: relative_error(a, b) < 1e-5 or pytest.fail(name),
+    jax.tree.map(lambda a, b, name=name: relative_error(a, b) < 1e-5 or pytest.fail(name),
                  params, ref_params)
 
 

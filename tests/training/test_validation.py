@@ -16,12 +16,12 @@ import ml_collections
 import pytest
 from jax.sharding import AbstractMesh, AxisType
 
+from llama_jax.model.config import ModelConfig
 from llama_jax.training import defaults as base
 from llama_jax.training import recipes
+from llama_jax.training import state as state_lib
 from llama_jax.training import validation as config_lib
 from llama_jax.training import workdir as workdir_lib
-from llama_jax.training import state as state_lib
-from llama_jax.model.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = recipes.names()

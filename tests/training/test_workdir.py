@@ -1,8 +1,8 @@
 """A training run's workdir as a source of weights: export to HF, generate/evaluate from it."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jax.numpy as jnp
 from llama_jax import convert, train
 from llama_jax.training import run_reader, workdir
 from tests.training.test_loop import cache, corpus, small_config  # noqa: F401  (fixtures)
