@@ -49,12 +49,11 @@ class Request:
 
 def _tokenizer(req: Request, vocab_size: int):
   from llama_jax.data import tokenizer as tokenizer_lib
-  from llama_jax.training import workdir as workdir_lib
-  path = req.tokenizer or (workdir_lib.tokenizer_path(req.checkpoint)
-                           if workdir_lib.is_workdir(req.checkpoint) else "")
+  from llama_jax.interop import convert
+  path = req.tokenizer or convert.tokenizer_of(req.checkpoint) or ""
   if not path:
     raise UsageError("--tokenizer is required (a sentencepiece .model file; a training workdir "
-                     "as --checkpoint provides its own)")
+                     "or a converted checkpoint that keeps its tokenizer.model provides its own)")
   tok = tokenizer_lib.Tokenizer(path)
   tokenizer_lib.check_vocab(tok, vocab_size)
   return tok, path

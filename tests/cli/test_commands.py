@@ -94,6 +94,7 @@ def run_in_process(tool: str, args: list[str], capsys) -> tuple[int, str, str]:
 # ------------------------------------------------------------------------------ bad inputs
 USAGE, FAILURE = cli.USAGE, cli.FAILURE
 W = "--workdir={new}"
+DCIS = ["--method=dcis", "--checkpoint={ckpt}"]
 # (tool, arguments with {fixture} paths, exit status, what the message must say)
 CASES = [
     # train: everything is checked before any device work
@@ -197,6 +198,24 @@ CASES = [
      r"--impls=flash: \['flash'\]; allowed"),
     ("bench", ["--config=configs/bench_34m.py"], USAGE, r"--out is required"),
     ("bench", ["--config=configs/bench_34m.py", "--out={file}"], USAGE, r"is a file"),
+    # search (everything checked before the weights load)
+    ("search", ["--method=beam", "--checkpoint={ckpt}", "--target_len=128", "--out={new}"],
+     USAGE, r"--method='beam' is not a known search method; allowed: \['dcis', 'evolution'\]"),
+    ("search", [*DCIS, "--target_len=128"], USAGE, r"--out is required"),
+    ("search", ["--method=dcis", "--checkpoint={hf}", "--target_len=128", "--out={new}"],
+     FAILURE, r"looks like an HF model directory, not a llama_jax checkpoint; convert it"),
+    ("search", [*DCIS, "--files={root}/nothing*.txt", "--target_len=128", "--out={new}"],
+     FAILURE, r"files='.*nothing\*.txt' matches no file"),
+    ("search", [*DCIS, "--files={root}/*.model", "--target_len=128", "--out={new}"],
+     FAILURE, r"garbage.model is not UTF-8 text"),
+    ("search", [*DCIS, "--target_len=0", "--out={new}"], USAGE,
+     r"--target_len=0 must be an integer >= 2"),
+    ("search", [*DCIS, "--target_len=128", "--out={new}", "--candidates=1"], USAGE,
+     r"--candidates=1 must be >= 2"),
+    ("search", [*DCIS, "--target_len=128", "--out={new}", "--population=8"], USAGE,
+     r"flag\(s\) \['--population'\] do not apply to --method=dcis"),
+    ("search", [*DCIS, "--target_len=128", "--out={new}", "--init=nope.json"], USAGE,
+     r"--init='nope.json': no such file"),
 ]
 
 
