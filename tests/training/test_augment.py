@@ -283,8 +283,8 @@ def test_cli_rejects_a_bad_augmentation_before_writing_anything(tmp_path):
       [sys.executable, "-m", "llama_jax.train", "--config=configs/tiny.py",
        f"--workdir={workdir}", "--config.augment.name=e2llm", "--config.augment.e2llm.g_max=0"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  assert out.returncode == 1
-  assert "error: ConfigError: augment.e2llm.g_max=0; allowed: an integer >= 1" in out.stderr
+  assert out.returncode == 2  # a config that cannot work (core.cli's usage status)
+  assert "train: error: augment.e2llm.g_max=0; allowed: an integer >= 1" in out.stderr
   assert "Traceback" not in out.stderr
   assert not workdir.exists()  # nothing was written
 

@@ -24,10 +24,15 @@ def _random_loss_mask(options, model_cfg, seq_len):
   return transform
 
 
-if _MASKED not in augment.registry.AUGMENTATIONS:
+@pytest.fixture(autouse=True, scope="module")
+def _masked_augmentation():
+  """A throwaway augmentation registered for this module's tests only (other modules see the
+  package's own registry)."""
   augment.registry.register(augment.registry.Augmentation(
       name=_MASKED, options={"keep": 0.7}, build=_random_loss_mask,
       description="drops a random 30% of the loss mask (tests only)"))
+  yield
+  augment.registry.AUGMENTATIONS.unregister(_MASKED)
 
 
 def _config(corpus, cache, **top):  # noqa: F811  (the fixtures, passed on)
