@@ -33,6 +33,7 @@ import numpy as np
 from llama_jax import adapters
 from llama_jax.checkpoints import converted
 from llama_jax.checkpoints.converted import lazy_params, load_params, save_converted
+from llama_jax.checkpoints.manager import CHECKPOINTS_DIR
 from llama_jax.core.errors import CheckpointError
 from llama_jax.model import spec as spec_lib
 from llama_jax.model.config import ModelConfig
@@ -228,7 +229,7 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
   if converted.is_converted(p):
     return "converted"
   if workdir_lib.is_workdir(p):
-    steps = p / workdir_lib.CHECKPOINTS_DIR
+    steps = p / CHECKPOINTS_DIR
     if not steps.is_dir() or not any(c.name.isdigit() for c in steps.iterdir()):
       raise CheckpointError(f"{os.fspath(path)} is a training workdir without checkpoints yet "
                             "(train it first, or wait for its first checkpoint_every)")
@@ -243,7 +244,7 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
     raise CheckpointError(
         f"{os.fspath(path)} is a Meta checkpoint directory; convert it first: python -m "
         f"llama_jax.convert --from=meta --to=llama_jax --src={os.fspath(path)} --dst=<dir>")
-  if p.name == workdir_lib.CHECKPOINTS_DIR and workdir_lib.is_workdir(p.parent):
+  if p.name == CHECKPOINTS_DIR and workdir_lib.is_workdir(p.parent):
     raise CheckpointError(f"{os.fspath(path)} is the checkpoints/ folder of a training run; give "
                           f"the run's workdir itself: {p.parent}")
   raise CheckpointError(

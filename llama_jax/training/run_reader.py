@@ -54,9 +54,11 @@ def latest_params(path: str | os.PathLike, shardings=None, spec: ModelSpec | Non
     one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     state_shardings = jax.tree.map(lambda _: one, abstract)
     shardings = state_shardings.params
-  else:
-    mesh = jax.tree.leaves(shardings)[0].mesh
-    state_shardings = state_lib.state_shardings(abstract, spec, mesh).replace(params=shardings)
+  elif isinstance(first := jax.tree.leaves(shardings)[0], jax.sharding.NamedSharding):
+    state_shardings = state_lib.state_shardings(abstract, spec, first.mesh).replace(
+        params=shardings)
+  else:  # one device (a reader's default, also for an adapter run's base): all of it there
+    state_shardings = jax.tree.map(lambda _: first, abstract).replace(params=shardings)
   saved = state_lib.saved_state(sharding.with_shardings(abstract, state_shardings), spec)
   with checkpoint.CheckpointManager(path, keep=10**6, read_only=True) as mgr:
     restored = mgr.restore(saved)

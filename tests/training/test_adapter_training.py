@@ -170,3 +170,21 @@ def test_run_on_a_converted_base(corpus, cache, tmp_path):  # noqa: F811
   jax.tree.map(np.testing.assert_array_equal,
                spec.base_params(jax.tree.map(np.asarray, again.state.params)), base)
   assert Path(tmp_path / "run" / "config.json").read_text().count(str(tmp_path / "base")) == 1
+
+
+def test_reading_an_adapter_run_on_another_runs_base(corpus, cache, tmp_path):  # noqa: F811
+  """A run whose init_from is another training run reads back whole (base + adapter) with the
+  readers' default placement, one device (evaluation and generation read runs this way)."""
+  from llama_jax.training import run_reader
+  c = _adapter_config(corpus, cache, 2)
+  with c.unlocked():
+    c.adapter.name = ""
+  train.run(c, str(tmp_path / "base"))
+  c = _adapter_config(corpus, cache, 2)
+  with c.unlocked():
+    c.init_from = str(tmp_path / "base")
+  result = train.run(c, str(tmp_path / "run"))
+  params, step = run_reader.latest_params(tmp_path / "run")
+  assert step == 2
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, params),
+               jax.tree.map(np.asarray, result.state.params))
