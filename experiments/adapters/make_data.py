@@ -9,15 +9,18 @@ Everything is generated here from a seed, with no download:
   addition then a subtraction): LLM-Adapters' test-set shape (`instruction`, `input`, `output`,
   `answer`) under two of the math evaluator's dataset names, whose numeric rule (the last number
   of the response) scores them. They are synthetic sets in the style of those two, not them;
-- `corpus/*.txt`: the pretraining text — the same arithmetic told as past-tense stories
-  ("Tom had 23 apples. He bought 45 more, so he had 23 + 45 = 68 apples.") and bare equations,
-  never in the question/answer form or the instruction template that fine-tuning teaches;
+- `corpus/*.txt`: the pretraining text, with train numbers only — the same arithmetic told
+  as past-tense stories ("Tom had 23 apples. He bought 45 more, so he had 23 + 45 = 68
+  apples."), as problems with their solutions in plain text ("Question: ... Answer: ..."), the
+  way word problems appear in web text, and as bare equations; never in the instruction
+  template that fine-tuning teaches;
 - `tokenizer.model`: a LLaMA-style BPE (digits split) trained on the corpus and the templated
   training examples, so the template's words are pieces, as they are in LLaMA's vocabulary.
 
-Disjoint numbers: the operands 1..max_number are split once by a hash of the number (about one
-in five is a test number, the same split at every seed); training problems and the corpus use
-train numbers only, test problems test numbers only (sums and differences can coincide).
+Disjoint numbers: the operands 1..max_number are split once by a hash of the number (the fifth
+with the smallest hashes are test numbers, the same split at every seed); training problems and
+the corpus use train numbers only, test problems test numbers only (sums and differences can
+coincide).
 
   python experiments/adapters/make_data.py --out=runs/adapters_miniature/data [--smoke]
 """
@@ -53,19 +56,21 @@ class Scale:
   vocab_size: int  # tokenizer vocabulary (a soft limit)
 
 
-FULL = Scale(train=4000, test=200, corpus_docs=400, lines_per_doc=60, max_number=99,
+FULL = Scale(train=4000, test=200, corpus_docs=400, lines_per_doc=60, max_number=60,
              vocab_size=1024)
-SMOKE = Scale(train=64, test=8, corpus_docs=20, lines_per_doc=20, max_number=99, vocab_size=512)
+SMOKE = Scale(train=64, test=8, corpus_docs=20, lines_per_doc=20, max_number=60, vocab_size=512)
 
 
-def is_test_number(n: int) -> bool:
-  """The fixed split of operands: about one number in five is kept for the test sets."""
-  return int(hashlib.sha256(str(n).encode()).hexdigest(), 16) % 5 == 0
+def _hash(n: int) -> int:
+  return int(hashlib.sha256(str(n).encode()).hexdigest(), 16)
 
 
 def number_sets(max_number: int) -> tuple[list[int], list[int]]:
-  numbers = range(1, max_number + 1)
-  return ([n for n in numbers if not is_test_number(n)], [n for n in numbers if is_test_number(n)])
+  """(train, test) operands: the fifth of 1..max_number with the smallest hashes is for the
+  tests, whatever the seed."""
+  numbers = sorted(range(1, max_number + 1), key=_hash)
+  test = set(numbers[:max_number // 5])
+  return ([n for n in range(1, max_number + 1) if n not in test], sorted(test))
 
 
 # ------------------------------------------------------------------------------ problems
@@ -118,29 +123,47 @@ def problems(rng: random.Random, numbers: list[int], count: int, kinds) -> list[
 
 # ------------------------------------------------------------------------------ corpus
 def story(rng: random.Random, numbers: list[int]) -> str:
-  """The arithmetic of a problem told as a past-tense story (no question, no template)."""
+  """The arithmetic of a problem told as a past-tense story."""
   name, item = rng.choice(NAMES), rng.choice(ITEMS)
   pron = PRONOUNS[name]
   a, b = rng.choice(numbers), rng.choice(numbers)
-  kind = rng.randrange(4)
-  if kind == 0:
+  kind = rng.randrange(3)
+  if kind == 0 or a == b:
     return (f"{name} had {a} {item}. {pron} {rng.choice(GAIN)[1]} {b} more, so {pron.lower()} "
             f"had {a} + {b} = {a + b} {item}.")
   if kind == 1:
     a, b = max(a, b), min(a, b)
-    if a == b:
-      return f"{a} + {b} = {a + b}. {a + b} - {b} = {a}."
     return (f"{name} had {a} {item}. {pron} {rng.choice(LOSS)[1]} {b} of them, so "
             f"{pron.lower()} had {a} - {b} = {a - b} {item} left.")
-  if kind == 2:
-    c = rng.choice([n for n in numbers if n < a + b])
-    return (f"{name} had {a} {item} and {rng.choice(GAIN)[1]} {b} more: {a} + {b} = {a + b}. "
-            f"Then {pron.lower()} {rng.choice(LOSS)[1]} {c}: {a + b} - {c} = {a + b - c}.")
-  return f"{a} + {b} = {a + b}. {max(a, b)} - {min(a, b)} = {max(a, b) - min(a, b)}."
+  c = rng.choice([n for n in numbers if n < a + b])
+  return (f"{name} had {a} {item} and {rng.choice(GAIN)[1]} {b} more: {a} + {b} = {a + b}. "
+          f"Then {pron.lower()} {rng.choice(LOSS)[1]} {c}: {a + b} - {c} = {a + b - c}.")
+
+
+def question(rng: random.Random, numbers: list[int]) -> str:
+  """A problem and its solution as plain text (the web's "Question: ... Answer: ..."), not in
+  the instruction template."""
+  p = rng.choice((one_step, two_steps))(rng, numbers)
+  return f"Question: {p['instruction']} Answer: {p['output']}"
+
+
+def equations(rng: random.Random, numbers: list[int]) -> str:
+  parts = []
+  for _ in range(3):
+    a, b = rng.choice(numbers), rng.choice(numbers)
+    parts.append(f"{a} + {b} = {a + b}." if rng.random() < 0.5 else
+                 f"{max(a, b)} - {min(a, b)} = {max(a, b) - min(a, b)}.")
+  return " ".join(parts)
+
+
+def line(rng: random.Random, numbers: list[int]) -> str:
+  """One corpus line: a story (1/4), a question with its answer (1/4), equations (1/2)."""
+  r = rng.random()
+  return (story if r < 0.25 else question if r < 0.5 else equations)(rng, numbers)
 
 
 def corpus(rng: random.Random, numbers: list[int], scale: Scale) -> list[str]:
-  return ["\n".join(story(rng, numbers) for _ in range(scale.lines_per_doc)) + "\n"
+  return ["\n".join(line(rng, numbers) for _ in range(scale.lines_per_doc)) + "\n"
           for _ in range(scale.corpus_docs)]
 
 
