@@ -1,10 +1,11 @@
-r"""The adapters miniature's base model: a tiny LLaMA pretrained on arithmetic stories.
+r"""The adapters miniature's base model: a tiny LLaMA pretrained on arithmetic text.
 
 Reproduces: the pretrained base of LLM-Adapters' comparison (Hu et al. 2023, Table 1: LLaMA-7B
-  under full fine-tuning and four adapter families), in miniature. The corpus tells additions and
-  subtractions of the training numbers as past-tense stories and equations
-  (`make_data.py`), never as questions or in the instruction template: like LLaMA, the base
-  knows the arithmetic and the words, and fine-tuning teaches the task's form.
+  under full fine-tuning and four adapter families), in miniature. The corpus (`make_data.py`)
+  holds additions and subtractions of the training numbers as past-tense stories, as problems
+  with their solutions in plain text ("Question: ... Answer: ...") and as bare equations, never
+  in the instruction template: like LLaMA, the base has seen word problems and arithmetic in
+  running text, and fine-tuning teaches the instruction format (and the test numbers are new).
 Command (the driver runs it once and caches it in <work>/pretrain):
   python experiments/adapters/make_data.py --out=runs/adapters_miniature/data
   python -m llama_jax.train --config=experiments/adapters/pretrain.py \
@@ -12,7 +13,7 @@ Command (the driver runs it once and caches it in <work>/pretrain):
   The argument `:work=DIR,scale=smoke` (after the file name) moves the data and caches to DIR
   and shrinks the run to a few steps (the CI smoke test).
 Model: d_model 128, 4 layers, 4 heads (2 key/value heads), SwiGLU 352, vocab 1024 (the trained
-  tokenizer has ~830 pieces), float32: 0.98M parameters. AdamW b=(0.9, 0.95), weight decay 0.1,
+  tokenizer has ~830 pieces), float32: 1.00M parameters. AdamW b=(0.9, 0.95), weight decay 0.1,
   peak lr 3e-3 (configs/tiny.py's), 30 warmup steps then cosine to 10%, clipping 1.0; 600 steps
   of 8 packed rows x 256 tokens (1.2M tokens, about 1.4 passes over the ~0.85M-token corpus).
 Hardware: a 2-core CPU (one device).
@@ -64,5 +65,5 @@ def get_config(arg=None):
   c.sample_tokens = 16
   if o["scale"] == "smoke":
     c.steps, c.batch_size, c.optim.warmup_steps = 3, 2, 1
-    c.log_every, c.eval_every, c.checkpoint_every, c.sample_tokens = 1, 0, 3, 4
+    c.log_every, c.eval_every, c.checkpoint_every, c.sample_tokens = 1, 0, 3, 0
   return c

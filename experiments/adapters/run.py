@@ -231,7 +231,7 @@ def plot(results: dict, path: Path) -> Path | None:
 
 # ------------------------------------------------------------------------------ main
 def run(work: Path, out: Path, scale: str = "full", methods=METHODS, fresh: bool = False,
-        say=print) -> dict:
+        split: str = "pairs", say=print) -> dict:
   from llama_jax.core import files
   from llama_jax.training import recipes
   started, load_start = time.perf_counter(), os.getloadavg()
@@ -241,21 +241,23 @@ def run(work: Path, out: Path, scale: str = "full", methods=METHODS, fresh: bool
   work, out = Path(work).absolute(), Path(out).absolute()
 
   say(f"[data] {work / 'data'}")
-  manifest = make_data.write(work / "data", sizes)
+  manifest = make_data.write(work / "data", sizes, split=split)
+  data_key = {k: manifest[k] for k in ("scale", "seed", "split")}  # what a reused run needs
   timings = {"data_s": time.perf_counter() - started}
 
   pretrain_dir = work / "pretrain"
   record_path = pretrain_dir / DONE
-  if record_path.is_file():
+  pretrain = json.loads(record_path.read_text()) if record_path.is_file() else {}
+  if pretrain.get("data") == data_key:
     say(f"[pretrain] reusing {pretrain_dir}")
-    pretrain = json.loads(record_path.read_text())
   else:
     say(f"[pretrain] {pretrain_dir} (log {work / 'logs' / 'pretrain.log'})")
     shutil.rmtree(pretrain_dir, ignore_errors=True)  # an unfinished try starts over
     pretrain = train(_recipe("pretrain.py", work, scale), pretrain_dir,
                      work / "logs" / "pretrain.log")
-    pretrain.update(step_times(pretrain_dir))
+    pretrain.update(step_times(pretrain_dir), data=data_key)
     files.write_json(record_path, pretrain)
+    fresh = True  # a new base: every fine-tune is redone
   say(f"[pretrain] {pretrain['wall_s']:.0f}s, final loss {pretrain['final_loss']:.3f}")
 
   runs = {}
@@ -266,9 +268,10 @@ def run(work: Path, out: Path, scale: str = "full", methods=METHODS, fresh: bool
     workdir = work / method
     record_path = workdir / DONE
     recipe = _recipe("finetune.py", work, scale, method=method)
-    if record_path.is_file() and not fresh:
+    previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    if not fresh and previous.get("data") == data_key:
       say(f"[{method}] reusing {workdir}")
-      runs[method] = json.loads(record_path.read_text())
+      runs[method] = previous
       continue
     shutil.rmtree(workdir, ignore_errors=True)
     say(f"[{method}] fine-tuning in {workdir} (log {work / 'logs' / (method + '.log')})")
@@ -281,6 +284,7 @@ def run(work: Path, out: Path, scale: str = "full", methods=METHODS, fresh: bool
     r.update(evaluate(workdir, work / "eval" / method, method, work / "data" / "test",
                       batch_size, max_new_tokens))
     say(f"[{method}] accuracy {r['accuracy']} (mean {r['average']:.3f})")
+    r["data"] = data_key
     files.write_json(record_path, r)
     runs[method] = r
 
@@ -318,12 +322,16 @@ def main(argv=None):
   parser.add_argument("--methods", default=",".join(METHODS),
                       help=f"comma-separated subset of {','.join(METHODS)}")
   parser.add_argument("--fresh", action="store_true", help="redo the fine-tunes")
+  parser.add_argument("--split", choices=make_data.SPLITS, default="pairs",
+                      help="what train and test never share (make_data.py): operand pairs or "
+                      "numbers")
   args = parser.parse_args(argv)
   methods = [m for m in args.methods.split(",") if m]
   unknown = [m for m in methods if m not in METHODS]
   if unknown or not methods:
     parser.error(f"--methods={args.methods!r}: unknown {unknown}; allowed {list(METHODS)}")
-  run(Path(args.work), Path(args.out), "smoke" if args.smoke else "full", methods, args.fresh)
+  run(Path(args.work), Path(args.out), "smoke" if args.smoke else "full", methods, args.fresh,
+      args.split)
 
 
 if __name__ == "__main__":
