@@ -9,24 +9,26 @@ Everything is generated here from a seed, with no download:
   addition then a subtraction): LLM-Adapters' test-set shape (`instruction`, `input`, `output`,
   `answer`) under two of the math evaluator's dataset names, whose numeric rule (the last number
   of the response) scores them. They are synthetic sets in the style of those two, not them;
-- `corpus/*.txt`: the pretraining text, with train arithmetic only — the same arithmetic told
-  as past-tense stories ("Tom had 23 apples. He bought 45 more, so he had 23 + 45 = 68
-  apples."), as problems with their solutions in plain text ("Question: ... Answer: ..."), the
-  way word problems appear in web text, and as bare equations; never in the instruction
-  template that fine-tuning teaches;
+- `corpus/*.txt`: the pretraining text — additions and subtractions over all of 1..max_number
+  told as past-tense stories ("Tom had 13 apples. He bought 5 more, so he had 13 + 5 = 18
+  apples.") and as bare equations; never as a question, never in the instruction template.
+  Like LLaMA's pretraining, it is where the arithmetic comes from; fine-tuning teaches the
+  task's form;
 - `tokenizer.model`: a LLaMA-style BPE (digits split) trained on the corpus and the templated
   training examples, so the template's words are pieces, as they are in LLaMA's vocabulary.
 
-Train and test never share the arithmetic, by one of two rules (`split`):
+The fine-tuning and test problems never share their arithmetic, by one of two rules (`split`):
 
 - "pairs" (the default): every addition or subtraction (x, y) is classed by a hash of the
   unordered pair (one pair in five is a test pair, the same at every seed). Training problems
-  and the corpus use train pairs only; a test problem's every step is a test pair. Every single
-  number also appears in training; no test computation does.
+  use train pairs only; every step of a test problem is a test pair. Every number also appears
+  in training; no test computation does.
 - "numbers": the operands 1..max_number are split (the fifth with the smallest hashes are test
-  numbers); training problems and the corpus use train numbers only, test problems test
-  numbers only (results can coincide). Stricter: the model must copy and compute with numbers
-  it has never seen as operands.
+  numbers); training problems use train numbers only, test problems test numbers only.
+
+The pretraining corpus covers all of the arithmetic (and no problem in question form): a test
+problem asks for a computation the base met in pretraining and fine-tuning never showed, so
+the test measures how well each method carries the base's knowledge into the new format.
 
   python experiments/adapters/make_data.py --out=runs/adapters_miniature/data [--smoke] \
       [--split=pairs|numbers]
@@ -64,9 +66,9 @@ class Scale:
   vocab_size: int  # tokenizer vocabulary (a soft limit)
 
 
-FULL = Scale(train=4000, test=200, corpus_docs=400, lines_per_doc=60, max_number=60,
+FULL = Scale(train=4000, test=200, corpus_docs=400, lines_per_doc=60, max_number=20,
              vocab_size=1024)
-SMOKE = Scale(train=64, test=8, corpus_docs=20, lines_per_doc=20, max_number=60, vocab_size=512)
+SMOKE = Scale(train=64, test=8, corpus_docs=20, lines_per_doc=20, max_number=20, vocab_size=512)
 
 
 def _hash(key: str) -> int:
@@ -85,12 +87,15 @@ def is_test_pair(x: int, y: int) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Side:
-  """Which arithmetic one side (train or test) may use, under a split."""
+  """Which arithmetic one side may use under a split: train (test=False), test (True) or any
+  (None: the pretraining corpus)."""
   split: str
-  test: bool
+  test: bool | None
   max_number: int
 
   def accepts(self, operands: list[int], pairs: list[tuple[int, int]]) -> bool:
+    if self.test is None:
+      return True
     if self.split == "numbers":
       held = set(test_numbers(self.max_number))
       return all((n in held) == self.test for n in operands)
@@ -181,10 +186,9 @@ def _equation(rng: random.Random, top: int):
 
 
 def line(rng: random.Random, side: Side) -> str:
-  """One corpus line: a story (1/4), a question with its answer (1/4), three equations (1/2)."""
-  r = rng.random()
-  if r < 0.5:
-    return side.draw(rng, _story if r < 0.25 else _question)
+  """One corpus line: a story (1/2) or three equations (1/2)."""
+  if rng.random() < 0.5:
+    return side.draw(rng, _story)
   return " ".join(side.draw(rng, _equation) for _ in range(3))
 
 
@@ -225,7 +229,7 @@ def write(out: str | os.PathLike, scale: Scale = FULL, seed: int = 0, split: str
                                    for p in train])
   for name, kind in zip(TEST_SETS, (_one_step, _two_steps)):
     _write_json(out / "test" / name / "test.json", problems(rng, test_side, scale.test, (kind,)))
-  docs = corpus(rng, train_side, scale)
+  docs = corpus(rng, Side(split, None, scale.max_number), scale)
   (out / "corpus").mkdir(parents=True, exist_ok=True)
   for i, text in enumerate(docs):
     (out / "corpus" / f"doc_{i:04d}.txt").write_text(text)

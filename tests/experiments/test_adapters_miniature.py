@@ -31,30 +31,41 @@ def _operands(text: str) -> list[int]:
   return [int(n) for n in re.findall(r"\d+", text)]
 
 
-def test_data_keep_train_and_test_numbers_apart(tmp_path):
+def _pairs(text: str) -> list[tuple[int, int]]:
+  """The (x, y) of every `x + y =` / `x - y =` written in a text."""
+  return [(int(x), int(y)) for x, y in re.findall(r"(\d+) [+-] (\d+) =", text)]
+
+
+@pytest.mark.parametrize("split", ["pairs", "numbers"])
+def test_data_keep_train_and_test_apart(split, tmp_path):
   make_data = _make_data()
-  manifest = make_data.write(tmp_path, make_data.SMOKE, seed=3)
-  train_numbers, test_numbers = set(manifest["train_numbers"]), set(manifest["test_numbers"])
-  assert train_numbers and test_numbers and not train_numbers & test_numbers
+  manifest = make_data.write(tmp_path, make_data.SMOKE, seed=3, split=split)
+  assert manifest["split"] == split
+  held = set(make_data.test_numbers(make_data.SMOKE.max_number))
   train = json.loads((tmp_path / "train.json").read_text())
   assert len(train) == make_data.SMOKE.train
   for example in train:
     assert set(example) == {"instruction", "input", "output"} and example["input"] == ""
-    assert set(_operands(example["instruction"])) <= train_numbers
+    if split == "pairs":
+      assert not any(make_data.is_test_pair(*p) for p in _pairs(example["output"]))
+    else:
+      assert not set(_operands(example["instruction"])) & held
   for name in make_data.TEST_SETS:
     items = json.loads((tmp_path / "test" / name / "test.json").read_text())
     assert len(items) == make_data.SMOKE.test
     for item in items:
-      assert set(_operands(item["instruction"])) <= test_numbers
+      if split == "pairs":
+        assert all(make_data.is_test_pair(*p) for p in _pairs(item["output"]))
+      else:
+        assert set(_operands(item["instruction"])) <= held
       # The evaluator's rule reads the reference rationale's answer as the label.
       assert answers.score_math(name, item["output"], item["answer"])[1]
-  for doc in (tmp_path / "corpus").glob("*.txt"):
-    for line in doc.read_text().splitlines():
-      # Stories and equations: never the question form or the template fine-tuning teaches.
-      assert "How many" not in line and "### " not in line
-  # Reused as is when asked again with the same scale and seed.
+  text = "".join(doc.read_text() for doc in (tmp_path / "corpus").glob("*.txt"))
+  # Stories and equations over all the arithmetic: never a question or the template.
+  assert "### " not in text and "How many" not in text and " + " in text
+  # Reused as is when asked again with the same scale, seed and split.
   before = (tmp_path / "train.json").stat().st_mtime_ns
-  make_data.write(tmp_path, make_data.SMOKE, seed=3)
+  make_data.write(tmp_path, make_data.SMOKE, seed=3, split=split)
   assert (tmp_path / "train.json").stat().st_mtime_ns == before
 
 
