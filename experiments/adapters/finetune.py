@@ -50,7 +50,7 @@ ADAPTERS = {  # config.adapter.<name> fields per method; "full" has none
     "prefix": dict(num_virtual_tokens=10),
 }
 STEPS, BATCH, CUTOFF = 300, 16, 128
-SAMPLE_QUESTION = "Tom has 23 apples. He buys 45 more apples. How many apples does Tom have now?"
+SAMPLE_QUESTION = "Tom has 13 apples. He buys 5 more apples. How many apples does Tom have now?"
 
 
 def _pretrain():

@@ -2,10 +2,9 @@ r"""The adapters miniature's base model: a tiny LLaMA pretrained on arithmetic t
 
 Reproduces: the pretrained base of LLM-Adapters' comparison (Hu et al. 2023, Table 1: LLaMA-7B
   under full fine-tuning and four adapter families), in miniature. The corpus (`make_data.py`)
-  holds additions and subtractions of the training numbers as past-tense stories, as problems
-  with their solutions in plain text ("Question: ... Answer: ...") and as bare equations, never
-  in the instruction template: like LLaMA, the base has seen word problems and arithmetic in
-  running text, and fine-tuning teaches the instruction format (and the test numbers are new).
+  holds additions and subtractions over all of 1..20 as past-tense stories and bare equations,
+  never a question and never the instruction template: like LLaMA, the base knows the
+  arithmetic and the words, and fine-tuning teaches the task's form.
 Command (the driver runs it once and caches it in <work>/pretrain):
   python experiments/adapters/make_data.py --out=runs/adapters_miniature/data
   python -m llama_jax.train --config=experiments/adapters/pretrain.py \
@@ -61,7 +60,7 @@ def get_config(arg=None):
   c.eval_every = 100
   c.eval_batches = 4
   c.checkpoint_every = c.steps
-  c.sample_prompt = "Tom had 23 apples. He bought 45 more, so he had"
+  c.sample_prompt = "Tom had 13 apples. He bought 5 more, so he had"
   c.sample_tokens = 16
   if o["scale"] == "smoke":
     c.steps, c.batch_size, c.optim.warmup_steps = 3, 2, 1

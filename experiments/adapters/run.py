@@ -160,6 +160,28 @@ def evaluate(checkpoint: Path, out: Path, label: str, data_dir: Path, batch_size
                        for i in record["items"][:3]]}
 
 
+def diagnose(result_file: str, data_dir: Path) -> dict:
+  """Where one-step (AddSub) answers go wrong, from the evaluation's saved responses: the share
+  whose first equation copies both of the question's numbers, uses the question's operation,
+  and is itself correct (whatever numbers it used); and the share in the answer format."""
+  import re
+  record = json.loads(Path(result_file).read_text())
+  questions = json.loads((data_dir / "AddSub" / "test.json").read_text())
+  counts = {"copied": 0, "operation": 0, "own_arithmetic": 0, "format": 0}
+  items = [i for i in record["items"] if i["dataset"] == "AddSub"]
+  for item in items:
+    question = questions[item["index"]]["instruction"]
+    counts["format"] += "The answer is" in item["response"]
+    m = re.search(r"(\d+) ([+-]) (\d+) = (\d+)", item["response"])
+    if not m:
+      continue
+    x, op, y, z = m.groups()
+    counts["copied"] += [x, y] == re.findall(r"\d+", question)[:2]
+    counts["operation"] += (op == "+") == ("more" in question)
+    counts["own_arithmetic"] += (int(x) + int(y) if op == "+" else int(x) - int(y)) == int(z)
+  return {k: v / max(len(items), 1) for k, v in counts.items()}
+
+
 # ------------------------------------------------------------------------------ reports
 def table(results: dict) -> str:
   rows = results["runs"]
@@ -168,6 +190,17 @@ def table(results: dict) -> str:
       "| method | trainable params | share % | lr | " + " | ".join(f"{s} %" for s in sets) +
       " | mean % | final train loss | step ms (median) | XLA step MiB | peak RSS MiB |",
       "|---" * (9 + len(sets)) + "|"]
+  diagnosis = ["", "Where the one-step (AddSub) answers go wrong (% of the 200 responses): "
+               "the first equation copies both numbers of the question / uses its operation / "
+               "is correct for the numbers it used; and the response ends in the answer "
+               "format.", "", "| method | numbers copied | operation | own arithmetic | "
+               "format |", "|---|---|---|---|---|"]
+  for name, r in rows.items():
+    d = r.get("diagnosis")
+    if d:
+      diagnosis.append(f"| {LABELS[name]} | {100 * d['copied']:.1f} | "
+                       f"{100 * d['operation']:.1f} | {100 * d['own_arithmetic']:.1f} | "
+                       f"{100 * d['format']:.1f} |")
   for name, r in rows.items():
     acc = [f"{100 * r['accuracy'][s]:.1f}" for s in sets]
     if name == "base":
@@ -179,7 +212,7 @@ def table(results: dict) -> str:
         f"{r['lr']:g} | " + " | ".join(acc) + f" | {100 * r['average']:.1f} | "
         f"{r['final_loss']:.3f} | {r.get('step_ms', float('nan')):.0f} | "
         f"{r.get('xla_step_mib', float('nan')):.1f} | {r['max_rss_mib']:.0f} |")
-  return "\n".join(lines) + "\n"
+  return "\n".join(lines + diagnosis) + "\n"
 
 
 def plot(results: dict, path: Path) -> Path | None:
@@ -288,6 +321,8 @@ def run(work: Path, out: Path, scale: str = "full", methods=METHODS, fresh: bool
     files.write_json(record_path, r)
     runs[method] = r
 
+  for r in runs.values():
+    r["diagnosis"] = diagnose(r["result_file"], work / "data" / "test")
   from llama_jax.training import recipes as recipes_lib
   ft = recipes_lib.load(_recipe("finetune.py", work, scale, method="full"))
   timings["total_s"] = time.perf_counter() - started

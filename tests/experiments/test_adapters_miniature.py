@@ -3,6 +3,7 @@ and match the math evaluator's rules, its recipes validate, and its driver runs 
 smoke size, writing its records (not checking accuracy: a few steps teach nothing)."""
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -93,16 +94,22 @@ def test_recipe_argument_errors():
 def test_smoke_run_writes_its_records(tmp_path):
   methods = ("full", "prefix")  # the whole-model path and an adapter (the others: test above)
   out = tmp_path / "out"
+  # One CPU device, as on the 2-core machine the miniature is sized for (conftest simulates 8,
+  # which a smoke batch of 2 cannot be split over); the fast compile flag stays.
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  env = dict(os.environ, XLA_FLAGS=" ".join(flags))
   proc = subprocess.run(
       [sys.executable, str(HERE / "run.py"), "--smoke", f"--work={tmp_path / 'work'}",
        f"--out={out}", f"--methods={','.join(methods)}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   results = json.loads((out / "results.json").read_text())
   assert list(results["runs"]) == ["base", *methods]
   for name, run in results["runs"].items():
     assert set(run["accuracy"]) == {"AddSub", "MultiArith"}
     assert 0 <= run["average"] <= 1
+    assert set(run["diagnosis"]) == {"copied", "operation", "own_arithmetic", "format"}
     if name == "base":
       continue
     for key in ("trainable_params", "trainable_share", "step_ms", "max_rss_mib", "xla_step_mib",
