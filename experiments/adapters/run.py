@@ -240,7 +240,7 @@ def plot(results: dict, path: Path) -> Path | None:
                 fontsize="small")
   ax.set_ylabel("test accuracy (%)")
   ax.set_ylim(0, 100)
-  ax.set_title("accuracy on unseen numbers (greedy)")
+  ax.set_title("test accuracy: computations fine-tuning never showed (greedy)", fontsize="medium")
   ax.legend(fontsize="small")
   ax.grid(True, axis="y", alpha=0.3)
   ax = fig.add_subplot(1, 2, 2)
