@@ -20,10 +20,13 @@ trainer logs (`sec_per_step` in metrics.jsonl, every step logged), the first ste
 left out; memory twice — the training process's peak RSS (whole process: JAX runtime, data,
 compilation included) and XLA's buffer assignment of the compiled train step (arguments +
 outputs - donated aliases + temporaries: parameters, optimizer state, batch and activations).
+For every run, also where its one-step answers go wrong (`diagnose`: numbers copied from the
+question, operation, arithmetic of the numbers it wrote, answer format).
 
 `--smoke` runs the same pipeline at toy sizes in about a minute (the CI test); `--methods`
-picks a subset. Rerunning with the same --work reuses what is finished; `--fresh` redoes the
-fine-tunes and evaluations (the data and base are still reused).
+picks a subset; `--split` chooses what fine-tuning and test never share (`make_data.py`).
+Rerunning with the same --work reuses what is finished; `--fresh` redoes the fine-tunes and
+evaluations (the data and base are still reused).
 """
 from __future__ import annotations
 
