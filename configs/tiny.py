@@ -11,18 +11,19 @@ Hardware: sized for a 2-core CPU; runs unchanged on any single GPU/TPU (mesh dat
   spreads the batch over more devices).
 Data: the .py sources of the running Python's standard library (~730 files, ~4.3M tokens with
   the 2048-token tokenizer); 2% of the files are held out for evaluation.
-Model: 1.2M parameters (d_model 128, 4 layers, 4 heads with 2 key/value heads, SwiGLU 352,
-  vocab 2048), float32; 500 steps of 8 x 256 tokens (1.0M tokens).
+Model: 1.26M parameters (d_model 128, 4 layers, 4 heads of 32 dimensions with 2 key/value
+  heads, SwiGLU 352, vocab 2048), float32; 500 steps of 8 x 256 tokens (1.0M tokens).
 Expected: held-out perplexity falls steadily (from ~2048 at initialisation, the vocabulary size)
-  — measured: 57.8 / 36.1 / 22.7 / 19.2 / 17.1 at steps 100 / 200 / 300 / 400 / 500 (the same
-  in both runs below: training is deterministic) — and the final greedy sample continues the
-  method header `    def __init__(self` as Python: `, **kwargs):`, a docstring, `self.` lines.
-  Time: two runs of the README's command from an empty data cache, on the 2-core development
-  VM shared with other jobs (load average 5-7), took 6 min 22 s and 9 min 7 s in all (34 s and
-  54 s of it outside the training loop: start-up, data preparation, tokenizer training,
-  compilation, the last evaluation and sample), at a median of 2,800 and 2,100 tokens/s
-  (800-4,100 over the runs' log lines, MFU 12-57% of the matmul peak measured at start). An
-  idle machine is faster; the console's tok/s and ETA say what yours does.
+  — measured: 119.8 / 57.0 / 40.0 / 34.1 / 29.8 at steps 100 / 200 / 300 / 400 / 500 (training
+  is deterministic: a rerun gives the same numbers) — and the final greedy sample continues the
+  method header `    def __init__(self` as Python: `, self._name, ...` arguments and
+  `self._get_name = self.get_name` lines.
+  Time: the README's command on a fresh clone in a fresh venv, from an empty data cache, on the
+  2-core development VM shared with other jobs (load average 4.5-5.7), took 8 min 15 s in all
+  (7 min 39 s in the training loop; the rest is start-up, data preparation, tokenizer training,
+  compilation, the last evaluation and the sample), at a median of 2,200 tokens/s over the log
+  lines (1,400-3,500; MFU 14-34% of the matmul peak measured at start). An idle machine is
+  faster; the console's tok/s and ETA say what yours does.
 """
 from llama_jax.training import defaults as base
 
