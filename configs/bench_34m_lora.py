@@ -9,13 +9,13 @@ Command:   python -m llama_jax.bench --config=configs/bench_34m_lora.py --out=/t
 Hardware:  sized for a 2-core CPU; runs unchanged on a GPU/TPU.
 Expected:  see the README's benchmark section (LoRA rows) for the measured ratio to HF peft.
 """
-from configs import bench_34m
+from llama_jax.training import recipes
 
 DEVICES = 1
 
 
 def get_config():
-  c = bench_34m.get_config()
+  c = recipes.load("bench_34m")  # by name: works from a checkout and from an installed package
   c.adapter.name = "lora"
   c.adapter.lora.update(dict(rank=32, alpha=64.0, dropout=0.05,
                              targets=("q", "k", "v", "up", "down")))
