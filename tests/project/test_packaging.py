@@ -69,3 +69,11 @@ def test_a_non_editable_install_trains_a_recipe_by_name_from_anywhere(installed,
   top_level = {p.name.split("-")[0] for p in installed.iterdir()}
   assert top_level <= {"llama_jax", "bin"}, top_level
   assert _run(installed, elsewhere, "-c", "import configs").returncode != 0
+
+
+def test_recipes_import_only_from_llama_jax():
+  """An installed package has no top-level `configs`: a recipe that builds on another loads it
+  by name (`recipes.load`), never `from configs import ...`."""
+  offenders = [p.name for p in (ROOT / "configs").glob("*.py")
+               if "from configs" in p.read_text() or "import configs" in p.read_text()]
+  assert offenders == []
