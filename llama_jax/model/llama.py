@@ -145,13 +145,16 @@ class Attention(nnx.Module):
       # index. Only the new slots are written, in place; reading the layer's slice is a copy
       # XLA folds into the attention's own relayout. (Slicing the layer's cache out and
       # stacking it back made every decoded token copy the whole cache two or three times.)
+      # The cache is head-major ([L, B, K, S, D], as the attention matmuls read it), so the
+      # kernel's [B, S, K, D] view below is a transpose XLA folds into them, not a copy.
       k_all, v_all, layer = kv_cache
-      start = (layer, 0, cache_index, 0, 0)
-      k_all = jax.lax.dynamic_update_slice(k_all, k_store[None].astype(k_all.dtype), start)
-      v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), start)
+      start = (layer, 0, 0, cache_index, 0)
+      head_major = lambda a, like: a.swapaxes(1, 2)[None].astype(like.dtype)
+      k_all = jax.lax.dynamic_update_slice(k_all, head_major(k_store, k_all), start)
+      v_all = jax.lax.dynamic_update_slice(v_all, head_major(v, v_all), start)
       new_cache = (k_all, v_all)
-      k_cache = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False)
-      v_cache = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False)
+      k_cache = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).swapaxes(1, 2)
+      v_cache = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).swapaxes(1, 2)
       k_raw = k_cache.astype(dt)
       k = rope_lib.apply(k_cache, ctx.key_cos, ctx.key_sin) if pre_rope else k_cache
       k, v = k.astype(dt), v_cache.astype(dt)
@@ -188,7 +191,7 @@ class Block(nnx.Module):
 @flax.struct.dataclass
 class KVCache:
   """Preallocated keys/values for all layers, plus per-slot segment ids and positions."""
-  k: jax.Array  # [L, B, S, K, head_dim]
+  k: jax.Array  # [L, B, K, S, head_dim]: head-major, the layout attention reads
   v: jax.Array
   segment_ids: jax.Array  # int32[B, S]; 0 = empty or padding
   positions: jax.Array  # int32[B, S]
@@ -197,14 +200,14 @@ class KVCache:
   @classmethod
   def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> "KVCache":
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    shape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
     return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
                segment_ids=jnp.zeros((batch, max_len), jnp.int32),
                positions=jnp.zeros((batch, max_len), jnp.int32), index=jnp.zeros((), jnp.int32))
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
 
 
 class Llama(nnx.Module):
