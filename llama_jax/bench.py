@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llama_jax.core import cli
 from llama_jax.perf import malloc
-from llama_jax.perf.benchmark import DEFAULT_CPU_FLAGS, HF, STEP_COMPILE, run
+from llama_jax.perf.benchmark import DEFAULT_CPU_FLAGS, HF, HF_SYSTEM, STEP_COMPILE, run
 from llama_jax.training import recipes
 
 MODES = ("train", "eval", "generate")
@@ -102,10 +102,10 @@ def main(argv, flag_values=None):
                      "--seq_lens=512,1024") from None
   if any(t < 1 for t in seq_lens):
     raise UsageError(f"--seq_lens={seq_lens} must be positive integers")
-  unknown = [i for i in f.impls if i != HF and i not in attention_lib.names()]
+  unknown = [i for i in f.impls if i not in (HF, HF_SYSTEM) and i not in attention_lib.names()]
   if unknown or not f.impls:
     raise UsageError(f"--impls={','.join(f.impls)}: {unknown or 'none given'}; allowed: "
-                     f"{attention_lib.names() + [HF]}")
+                     f"{attention_lib.names() + [HF, HF_SYSTEM]}")
   files.check_output_directory(f.out, "--out")
   malloc.ensure(f.malloc, "llama_jax.bench", sys.argv)
   if f.xla_cpu_flags:

@@ -26,6 +26,7 @@ live in host memory). `LLAMA_JAX_MALLOC=system` turns it off; `LLAMA_JAX_MALLOC=
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
@@ -78,6 +79,30 @@ def configure(env=None) -> bool:
       reason = f"no mallopt ({e})"
   _state.update(applied=reason is None, reason=reason or "")
   return _state["applied"]
+
+
+@contextlib.contextmanager
+def for_children(choice: str | None):
+  """Processes spawned inside get `LLAMA_JAX_MALLOC=choice` (None: this process's setting).
+
+  For benchmarks whose baseline runs in a spawned child that imports llama_jax (and so
+  configures its own heap): the baseline can run on the system allocator while this process
+  keeps the tuned one, or the other way round.
+  """
+  if choice is None:
+    yield
+    return
+  if choice not in CHOICES:
+    raise ValueError(f"allocator choice {choice!r} is not one of {list(CHOICES)}")
+  before = os.environ.get(ENV)
+  os.environ[ENV] = choice
+  try:
+    yield
+  finally:
+    if before is None:
+      os.environ.pop(ENV, None)
+    else:
+      os.environ[ENV] = before
 
 
 def describe() -> str:

@@ -66,9 +66,8 @@ class CompileCounter:
 def _header(name, command, mode, cfg, torch_threads) -> dict:
   import jax
 
-  from llama_jax.core import allocator, compilation
+  from llama_jax.core import allocator
   device = jax.devices()[0]
-  opts = compilation.for_backend()
   return {
       "config": name, "command": command, "mode": mode,
       "device": f"{device.device_kind} ({device.platform}), {len(os.sched_getaffinity(0))} "
@@ -77,7 +76,7 @@ def _header(name, command, mode, cfg, torch_threads) -> dict:
                 f"{cfg.n_heads} heads ({cfg.n_kv_heads} kv), ffn {cfg.ffn_dim}, "
                 f"{cfg.num_params() / 1e6:.1f}M params, {cfg.dtype}; loaded with "
                 f"llama_jax.load_hf: attention {cfg.attention}, scan_layers {cfg.scan_layers}"),
-      "compilation": f"compiler_options {opts.xla_options}, vocab_chunk {opts.vocab_chunk}",
+      "compilation": "XLA defaults (the train step's CPU options measured no gain here)",
       "allocator": allocator.describe(),
       "torch_threads": torch_threads,
   }
@@ -90,7 +89,9 @@ def _hf_model(config, max_len: int, save_dir: str, torch_threads: int):
   from llama_jax.training import validation
   cfg = validation.validate(config, check_paths=False).model
   cfg = cfg.replace(max_position_embeddings=max(cfg.max_position_embeddings, max_len))
-  peer = torch_infer.TorchInference(cfg, save_dir, threads=torch_threads or None)
+  # LLAMA_JAX_BENCH_TORCH_MALLOC=system runs the HF child on glibc's defaults (a fresh machine).
+  peer = torch_infer.TorchInference(cfg, save_dir, threads=torch_threads or None,
+                                    malloc=os.environ.get("LLAMA_JAX_BENCH_TORCH_MALLOC"))
   return peer, convert.load_hf(save_dir)
 
 
@@ -129,6 +130,7 @@ def run_eval(config, out_dir: str, seq_lens: list[int], steps: int = 3, warmup: 
     peer, model = _hf_model(config, max(seq_lens), tmp, torch_threads)
     try:
       header = _header(name, command, "eval", model.cfg, peer.threads)
+      header["hf_torch_allocator"] = peer.allocator
       forward = nnx.jit(lambda m, x: m(x))
       for length in seq_lens:
         batch = max(1, tokens_per_call // length)
@@ -219,6 +221,7 @@ def run_generate(config, out_dir: str, batches=(1, 8), prompt: int = 512, new: i
     peer, model = _hf_model(config, prompt + new, tmp, torch_threads)
     try:
       header = _header(name, command, "generate", model.cfg, peer.threads)
+      header["hf_torch_allocator"] = peer.allocator
       vocab = model.cfg.vocab_size
       for b in batches:
         prompts = np.random.RandomState(b).randint(3, vocab, size=(b, prompt)).astype(np.int32)

@@ -24,6 +24,8 @@ import multiprocessing
 import os
 import time
 
+from llama_jax.core import allocator
+
 
 def _worker(conn, hf_config: dict, threads: int, save_dir: str):
   import numpy as np
@@ -36,7 +38,9 @@ def _worker(conn, hf_config: dict, threads: int, save_dir: str):
   model = LlamaForCausalLM(cfg).eval()
   # Small weights (std 0.02 like the model's init) keep random logits in a sane range.
   model.save_pretrained(save_dir, safe_serialization=True)
-  conn.send({"ok": True, "params": sum(p.numel() for p in model.parameters())})
+  from llama_jax.core import allocator  # configured when this child imported llama_jax
+  conn.send({"ok": True, "params": sum(p.numel() for p in model.parameters()),
+             "allocator": allocator.describe()})
 
   @torch.inference_mode()
   def score(batch):
@@ -90,7 +94,8 @@ def _worker(conn, hf_config: dict, threads: int, save_dir: str):
 class TorchInference:
   """A child process holding a random HF model of `model_cfg`'s shape, saved to `save_dir`."""
 
-  def __init__(self, model_cfg, save_dir: str, threads: int | None = None):
+  def __init__(self, model_cfg, save_dir: str, threads: int | None = None,
+               malloc: str | None = None):
     hf = model_cfg.to_hf()
     keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
             "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
@@ -102,8 +107,10 @@ class TorchInference:
     self._conn, child = ctx.Pipe()
     self._proc = ctx.Process(target=_worker, args=(child, hf, self.threads, str(save_dir)),
                              daemon=True)
-    self._proc.start()
-    self.num_params = self._reply()["params"]
+    with allocator.for_children(malloc):
+      self._proc.start()
+    reply = self._reply()
+    self.num_params, self.allocator = reply["params"], reply["allocator"]
 
   def _reply(self):
     if not self._conn.poll(3600):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+
+from llama_jax.core import allocator
 import resource
 import time
 
@@ -35,7 +37,9 @@ def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str):
   opt = torch.optim.AdamW(model.parameters(), lr=optim["lr"], betas=optim["betas"],
                           eps=optim["eps"], weight_decay=optim["weight_decay"])
   batch = None
-  conn.send({"ok": True, "params": sum(p.numel() for p in model.parameters())})
+  from llama_jax.core import allocator  # configured when this child imported llama_jax
+  conn.send({"ok": True, "params": sum(p.numel() for p in model.parameters()),
+             "allocator": allocator.describe()})
 
   def step():
     logits = model(input_ids=batch["tokens"]).logits.float()
@@ -78,7 +82,8 @@ def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str):
 class TorchStep:
   """A child process holding the HF model and its optimizer for one batch shape."""
 
-  def __init__(self, model_cfg, optim_cfg, threads: int | None = None, device: str = "cpu"):
+  def __init__(self, model_cfg, optim_cfg, threads: int | None = None, device: str = "cpu",
+               malloc: str | None = None):
     hf = model_cfg.to_hf()
     keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
             "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
@@ -93,8 +98,10 @@ class TorchStep:
     self._conn, child = ctx.Pipe()
     self._proc = ctx.Process(target=_worker, args=(child, hf, optim, self.threads, device),
                              daemon=True)
-    self._proc.start()
-    self.num_params = self._reply()["params"]
+    with allocator.for_children(malloc):
+      self._proc.start()
+    reply = self._reply()
+    self.num_params, self.allocator = reply["params"], reply["allocator"]
 
   def _reply(self):
     if not self._conn.poll(3600):
