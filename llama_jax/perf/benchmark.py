@@ -36,8 +36,8 @@ from pathlib import Path
 
 from absl import logging
 
-from llama_jax.core.errors import UsageError
 from llama_jax.core import allocator
+from llama_jax.core.errors import UsageError
 
 # Appended to XLA_FLAGS before JAX initialises its CPU backend; none beyond XLA's defaults.
 DEFAULT_CPU_FLAGS = ""
