@@ -184,9 +184,6 @@ class ModelConfig:
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         bos_id=int(hf.get("bos_token_id", 1) if hf.get("bos_token_id") is not None else 1),
         eos_id=int(eos[0] if isinstance(eos, (list, tuple)) else (eos if eos is not None else 2)),
-        # The backend's fastest kernel for each call (attention.resolve), not the reference:
-        # on CPU the full-score `xla` kernel scores 1,024-token windows at ~2/3 the speed.
-        attention="auto",
     )
     kwargs.update(overrides)
     return cls(**kwargs)
