@@ -6,10 +6,17 @@ stays cheap and never pulls in orbax, safetensors or torch:
   model = llama_jax.load_hf("path/to/hf_llama")   # a Llama; model(input_ids) -> logits
   model = llama_jax.load_hf("path/to/hf_llama", adapter="path/to/peft_adapter")  # + LoRA, ...
   llama_jax.Llama, llama_jax.ModelConfig
+
+Importing the package tunes glibc's malloc for XLA:CPU's per-step buffers before any XLA thread
+exists (`core/allocator.py`; `LLAMA_JAX_MALLOC=system` leaves it alone).
 """
 from __future__ import annotations
 
 import importlib
+
+from llama_jax.core import allocator as _allocator
+
+_allocator.configure()
 
 _EXPORTS = {
     "load_hf": "llama_jax.convert",

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from llama_jax.core import cli
 from llama_jax.perf import malloc
-from llama_jax.perf.benchmark import DEFAULT_CPU_FLAGS, HF, STEP_COMPILE, run
+from llama_jax.perf.benchmark import DEFAULT_CPU_FLAGS, HF, HF_SYSTEM, STEP_COMPILE, run
 from llama_jax.training import recipes
+
+MODES = ("train", "eval", "generate")
 
 USAGE = """\
 python -m llama_jax.bench --config=configs/bench_34m.py --out=DIR [options]
@@ -25,7 +27,11 @@ bench.json, bench.md and bench.png to --out.
 
   python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench
   python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench \\
-      --seq_lens=4096,8192 --impls=xla,chunked --time=false   # compile and memory only"""
+      --seq_lens=4096,8192 --impls=xla,chunked --time=false   # compile and memory only
+  python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench --mode=eval \
+      --seq_lens=256,512,1024,2048   # sliding-window perplexity scoring: eval.json/md/png
+  python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench --mode=generate
+      # greedy prefill + decode, batch 1 and 8: generate.json/md/png"""
 
 
 def define_flags(flag_values=None):
@@ -63,6 +69,16 @@ def define_flags(flag_values=None):
                     "auto: restart with tcmalloc preloaded when it is installed (see "
                     "llama_jax/perf/malloc.py); tcmalloc: require it; system: glibc malloc.",
                     flag_values=fv)
+  flags.DEFINE_enum("mode", "train", list(MODES),
+                    "train: train steps (bench.json); eval: sliding-window perplexity scoring "
+                    "(eval.json); generate: greedy prefill + decode (generate.json); all "
+                    "against HF transformers + torch (llama_jax/perf/infer_bench.py).",
+                    flag_values=fv)
+  flags.DEFINE_list("gen_batches", ["1", "8"], "--mode=generate: batch sizes.", flag_values=fv)
+  flags.DEFINE_integer("gen_prompt", 512, "--mode=generate: prompt tokens.", lower_bound=1,
+                       flag_values=fv)
+  flags.DEFINE_integer("gen_new", 128, "--mode=generate: new tokens.", lower_bound=2,
+                       flag_values=fv)
   flags.mark_flags_as_required(["config", "out"], flag_values=fv)
 
 
@@ -87,18 +103,37 @@ def main(argv, flag_values=None):
                      "--seq_lens=512,1024") from None
   if any(t < 1 for t in seq_lens):
     raise UsageError(f"--seq_lens={seq_lens} must be positive integers")
-  unknown = [i for i in f.impls if i != HF and i not in attention_lib.names()]
+  unknown = [i for i in f.impls if i not in (HF, HF_SYSTEM) and i not in attention_lib.names()]
   if unknown or not f.impls:
     raise UsageError(f"--impls={','.join(f.impls)}: {unknown or 'none given'}; allowed: "
-                     f"{attention_lib.names() + [HF]}")
+                     f"{attention_lib.names() + [HF, HF_SYSTEM]}")
   files.check_output_directory(f.out, "--out")
   malloc.ensure(f.malloc, "llama_jax.bench", sys.argv)
   if f.xla_cpu_flags:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + f.xla_cpu_flags).strip()
   name = Path(config_flags.get_config_filename(f["config"])).name
+  command = " ".join(["python -m llama_jax.bench", *sys.argv[1:]])
+  if f.mode != "train":
+    return _run_inference(f, config, seq_lens, name, command)
   run(config, f.out, seq_lens, f.impls, f.batch_mode, f.steps, f.warmup, f.time,
-      f.torch_threads, command=" ".join(["python -m llama_jax.bench", *sys.argv[1:]]), name=name,
-      step_compile=f.step_compile)
+      f.torch_threads, command=command, name=name, step_compile=f.step_compile)
+
+
+def _run_inference(f, config, seq_lens, name, command):
+  from llama_jax.core.errors import UsageError
+  from llama_jax.perf import infer_bench
+  if f.mode == "eval":
+    infer_bench.run_eval(config, f.out, seq_lens, f.steps, f.warmup,
+                         torch_threads=f.torch_threads, command=command, name=name)
+    return
+  try:
+    batches = [int(b) for b in f.gen_batches]
+  except ValueError:
+    batches = []
+  if not batches or min(batches) < 1:
+    raise UsageError(f"--gen_batches={','.join(f.gen_batches)}: give positive integers, e.g. 1,8")
+  infer_bench.run_generate(config, f.out, batches, f.gen_prompt, f.gen_new, f.steps, f.warmup,
+                           torch_threads=f.torch_threads, command=command, name=name)
 
 
 PROGRAM = cli.Program("bench", USAGE, define_flags, main, prepare_argv=recipes.resolve_argv)

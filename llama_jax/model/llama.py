@@ -179,11 +179,20 @@ class Attention(nnx.Module):
     else:
       pre_rope = ctx.key_cos is not None
       k_store = k if pre_rope else rope_lib.apply(k, ctx.cos, ctx.sin)
-      k_cache, v_cache = kv_cache
-      start = (0, cache_index, 0, 0)
-      k_cache = jax.lax.dynamic_update_slice(k_cache, k_store.astype(k_cache.dtype), start)
-      v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
-      new_cache = (k_cache, v_cache)
+      # kv_cache = (keys, values, layer): every layer's [L, B, S, K, D] cache and this layer's
+      # index. Only the new slots are written, in place; reading the layer's slice is a copy
+      # XLA folds into the attention's own relayout. (Slicing the layer's cache out and
+      # stacking it back made every decoded token copy the whole cache two or three times.)
+      # The cache is head-major ([L, B, K, S, D], as the attention matmuls read it), so the
+      # kernel's [B, S, K, D] view below is a transpose XLA folds into them, not a copy.
+      k_all, v_all, layer = kv_cache
+      start = (layer, 0, 0, cache_index, 0)
+      head_major = lambda a, like: a.swapaxes(1, 2)[None].astype(like.dtype)
+      k_all = jax.lax.dynamic_update_slice(k_all, head_major(k_store, k_all), start)
+      v_all = jax.lax.dynamic_update_slice(v_all, head_major(v, v_all), start)
+      new_cache = (k_all, v_all)
+      k_cache = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).swapaxes(1, 2)
+      v_cache = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).swapaxes(1, 2)
       k_raw = k_cache.astype(dt)
       k = rope_lib.apply(k_cache, ctx.key_cos, ctx.key_sin) if pre_rope else k_cache
       k, v = k.astype(dt), v_cache.astype(dt)
@@ -222,7 +231,7 @@ class Block(nnx.Module):
 @flax.struct.dataclass
 class KVCache:
   """Preallocated keys/values for all layers, plus per-slot segment ids and positions."""
-  k: jax.Array  # [L, B, S, K, head_dim]
+  k: jax.Array  # [L, B, K, S, head_dim]: head-major, the layout attention reads
   v: jax.Array
   segment_ids: jax.Array  # int32[B, S]; 0 = empty or padding
   positions: jax.Array  # int32[B, S]
@@ -231,14 +240,14 @@ class KVCache:
   @classmethod
   def init(cls, cfg: ModelConfig, batch: int, max_len: int, dtype=None) -> KVCache:
     dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    shape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
     return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
                segment_ids=jnp.zeros((batch, max_len), jnp.int32),
                positions=jnp.zeros((batch, max_len), jnp.int32), index=jnp.zeros((), jnp.int32))
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
 
 
 class Llama(nnx.Module):
@@ -347,22 +356,39 @@ class Llama(nnx.Module):
       x, kv = block(x, ctx if key is None else ctx._replace(rng=key), kv, cache_index)
       return constrain(x, ("act_batch", "act_length", "act_embed"), rules), kv
 
+    if cache is not None:  # the whole cache is carried through the layers, updated in place
+      x, kv = self._cached_layers(x, graphdef, layer_state, (cache.k, cache.v), ctx,
+                                  cache_index)
+      return self.norm(x), new_cache.replace(k=kv[0], v=kv[1])
+
     layer = remat(layer, cfg.remat)
-    cache_kv = (None, None) if cache is None else (cache.k, cache.v)
+    cache_kv = (None, None)
     keys = None if rng is None else jax.random.split(rng, cfg.n_layers)
     if cfg.scan_layers:
       x, kv = jax.lax.scan(layer, x, (layer_state, *cache_kv, keys))
     else:
-      outs = []
       for i in range(cfg.n_layers):
         xs = jax.tree.map(lambda a, i=i: a[i], (layer_state, *cache_kv, keys))
-        x, kv_i = layer(x, xs)
-        outs.append(kv_i)
-      kv = None if cache is None else jax.tree.map(lambda *a: jnp.stack(a), *outs)
-    x = self.norm(x)
-    if cache is not None:
-      new_cache = new_cache.replace(k=kv[0], v=kv[1])
-    return x, new_cache
+        x, _ = layer(x, xs)
+    return self.norm(x), new_cache
+
+  def _cached_layers(self, x, graphdef, layer_state, kv, ctx, cache_index):
+    """The layers with a KV cache: (x, (keys, values)) with each layer's new slots written."""
+    rules = self.rules
+
+    def layer(carry, xs):
+      x, k_all, v_all = carry
+      state, i = xs
+      x, (k_all, v_all) = nnx.merge(graphdef, state)(x, ctx, (k_all, v_all, i), cache_index)
+      return (constrain(x, ("act_batch", "act_length", "act_embed"), rules), k_all, v_all), None
+
+    carry = (x, *kv)
+    if self.cfg.scan_layers:
+      carry, _ = jax.lax.scan(layer, carry, (layer_state, jnp.arange(self.cfg.n_layers)))
+    else:
+      for i in range(self.cfg.n_layers):
+        carry, _ = layer(carry, (jax.tree.map(lambda a, i=i: a[i], layer_state), i))
+    return carry[0], carry[1:]
 
 
 def token_ids(tokens, vocab_size: int):

@@ -42,13 +42,16 @@ from pathlib import Path
 
 from absl import logging
 
+from llama_jax.core import allocator
 from llama_jax.core.errors import UsageError
-from llama_jax.perf import malloc
 
 # Appended to XLA_FLAGS before JAX initialises its CPU backend; none beyond XLA's defaults.
 DEFAULT_CPU_FLAGS = ""
 
 HF = "hf_torch"
+# The baseline again, its child process on glibc's default malloc (LLAMA_JAX_MALLOC=system)
+# whatever this process runs on: what HF + torch gets on a fresh machine.
+HF_SYSTEM = "hf_torch_system_malloc"
 STEP_COMPILE = ("backend", "xla_defaults")
 
 
@@ -72,7 +75,7 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
   if steps < 1 or warmup < 0:
     raise UsageError(f"--steps={steps} must be >= 1 and --warmup={warmup} >= 0")
   for impl in impls:
-    if impl != HF and impl not in attention_lib.names():
+    if impl not in (HF, HF_SYSTEM) and impl not in attention_lib.names():
       raise UsageError(f"--impls: {impl!r} is neither {HF!r} nor an attention kernel "
                        f"{attention_lib.names()}")
   if step_compile not in STEP_COMPILE:
@@ -107,7 +110,7 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "step_compile": (f"{step_compile}: compiler_options {compilation.xla_options}, "
                        f"vocab_chunk {compilation.vocab_chunk or 'none'}"),
-      "allocator": malloc.describe(),
+      "allocator": allocator.describe(),
       "peaks": peaks,
   }
   rows_all, flops = [], {}
@@ -129,6 +132,7 @@ def run(config, out_dir: str, seq_lens: list[int], impls: list[str], batch_mode:
                              f"{peaks['measured_source']})")
   records = [bench_report.add_rates(r, flops[r["seq_len"]], peaks) for r in rows_all]
   bench_report.add_ratios(records, HF)
+  bench_report.add_ratios(records, HF_SYSTEM)
   bench_report.write_json(out / "bench.json", header, records)
   bench_report.write_markdown(out / "bench.md", header, records)
   bench_report.write_plot(out / "bench.png", header, records)
@@ -145,7 +149,7 @@ def _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_st
   for impl in impls:
     row = {"impl": impl, "seq_len": seq_len, "batch": batch}
     try:
-      if impl == HF:
+      if impl in (HF, HF_SYSTEM):
         if not time_steps:
           continue
         rows[impl] = row
@@ -154,8 +158,10 @@ def _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_st
           continue
         from llama_jax.perf import torch_step as bench_torch
         runner = bench_torch.TorchStep(cfg_t, config.optim, threads=torch_threads or None,
-                                       adapter=adapter)
+                                       adapter=adapter,
+                                       malloc="system" if impl == HF_SYSTEM else None)
         header["torch_threads"] = runner.threads
+        header[f"{impl}_allocator"] = runner.allocator
         runner.set_batch(bench_jax.synthetic_batch(batch, seq_len, cfg_t.vocab_size))
       else:
         rows[impl] = row
@@ -183,7 +189,7 @@ def _measure_length(config, cfg_t, impls, batch, seq_len, steps, warmup, time_st
       for impl, runner in runners.items():
         rows[impl].update(bench_report.summarize(times[impl]))
         rows[impl]["final_loss"] = runner.last_loss
-        if impl == HF:
+        if impl in (HF, HF_SYSTEM):
           rows[impl]["peak_memory_bytes"] = runner.memory()["peak_rss_bytes"]
         else:
           peak = bench_jax.device_peak_bytes(device)

@@ -111,7 +111,8 @@ def write_json(path: Path, header: dict, records: list[dict]) -> None:
 def write_markdown(path: Path, header: dict, records: list[dict]) -> None:
   lines = [f"# Benchmark: {header['config']}", ""]
   for key in ("command", "device", "model", "adapter", "batch_mode", "peak_measured",
-              "peak_datasheet", "xla_flags", "step_compile", "allocator", "torch_threads"):
+              "peak_datasheet", "xla_flags", "step_compile", "allocator", "hf_torch_allocator",
+              "hf_torch_system_malloc_allocator", "torch_threads"):
     if header.get(key) is not None:
       lines.append(f"- **{key}**: {header[key]}")
   lines += ["", "| impl | seq_len | batch | step ms (median) | tokens/s | model TFLOP/s | "
@@ -126,7 +127,9 @@ def write_markdown(path: Path, header: dict, records: list[dict]) -> None:
         _fmt(r.get("mfu") and 100 * r["mfu"], ".1f") + ("%" if r.get("mfu") else ""),
         _fmt(r.get("mfu_datasheet") and 100 * r["mfu_datasheet"], ".1f") +
         ("%" if r.get("mfu_datasheet") else ""),
-        _fmt(r.get("vs_hf_torch"), ".2f"), _fmt(r.get("compile_seconds"), ".1f"),
+        _fmt(r.get("vs_hf_torch"), ".2f") + (
+            f" ({r['vs_hf_torch_system_malloc']:.2f})" if r.get("vs_hf_torch_system_malloc")
+            else ""), _fmt(r.get("compile_seconds"), ".1f"),
         _fmt(mem and mem / 2 ** 20, ",.1f"), r.get("note", "") or r.get("error", "")]) + " |")
   lines += ["", "Peak memory: llama_jax = XLA's compiled memory plan per device (arguments + "
             "outputs - donated + temporaries), or the allocator peak on GPU; HF = the torch "

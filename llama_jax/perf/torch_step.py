@@ -20,6 +20,8 @@ import os
 import resource
 import time
 
+from llama_jax.core import allocator
+
 
 def _rss_bytes() -> int:
   with open("/proc/self/statm") as f:
@@ -69,8 +71,10 @@ def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str, peft:
   opt = torch.optim.AdamW(trainable, lr=optim["lr"], betas=optim["betas"],
                           eps=optim["eps"], weight_decay=optim["weight_decay"])
   batch = None
+  from llama_jax.core import allocator  # configured when this child imported llama_jax
   conn.send({"ok": True, "params": sum(p.numel() for p in model.parameters()),
-             "trainable": sum(p.numel() for p in trainable)})
+             "trainable": sum(p.numel() for p in trainable),
+             "allocator": allocator.describe()})
 
   def step():
     logits = model(input_ids=batch["tokens"]).logits.float()
@@ -114,7 +118,7 @@ class TorchStep:
   """A child process holding the HF model and its optimizer for one batch shape."""
 
   def __init__(self, model_cfg, optim_cfg, threads: int | None = None, device: str = "cpu",
-               adapter=None):
+               adapter=None, malloc: str | None = None):
     hf = model_cfg.to_hf()
     keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
             "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
@@ -130,9 +134,11 @@ class TorchStep:
     self._proc = ctx.Process(
         target=_worker, args=(child, hf, optim, self.threads, device, peft_config(adapter)),
         daemon=True)
-    self._proc.start()
+    with allocator.for_children(malloc):
+      self._proc.start()
     ready = self._reply()
     self.num_params, self.num_trainable = ready["params"], ready["trainable"]
+    self.allocator = ready["allocator"]
 
   def _reply(self):
     if not self._conn.poll(3600):
