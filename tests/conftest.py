@@ -28,3 +28,14 @@ def _torch_threads():
   except ImportError:
     pass
   yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Drops JAX's compiled programs after each test module. Every XLA:CPU executable keeps its
+  JIT-compiled code in memory mappings of its own; one process running the whole suite compiles
+  thousands of programs and, with them all kept, ran into the kernel's per-process mapping limit
+  (vm.max_map_count, 65,530 by default): the next compilation crashed with a segmentation fault."""
+  yield
+  import jax
+  jax.clear_caches()

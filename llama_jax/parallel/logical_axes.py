@@ -34,11 +34,6 @@ DEFAULT_RULES: Rules = (
     ("vocab", "tensor"),
     ("layers", None),
     ("norm", None),
-    # An adapter's rank / bottleneck axis (`adapters.registry.RANK_AXIS`) takes fsdp where the
-    # matrix has no embed axis that holds it already (LoRA's B, a bottleneck's up projection
-    # onto the MLP), so adapter state is sharded ZeRO-3 style like the base; a rank fsdp does
-    # not divide stays replicated (`sharding.logical_sharding` drops the axis).
-    ("adapter", "fsdp"),
 )
 
 

@@ -20,11 +20,11 @@ benchmark's shape and saves it with `save_pretrained`; the parent loads the same
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import time
 
 from llama_jax.core import allocator
+from llama_jax.perf import child
 
 
 def _worker(conn, hf_config: dict, threads: int, save_dir: str):
@@ -38,7 +38,6 @@ def _worker(conn, hf_config: dict, threads: int, save_dir: str):
   model = LlamaForCausalLM(cfg).eval()
   # Small weights (std 0.02 like the model's init) keep random logits in a sane range.
   model.save_pretrained(save_dir, safe_serialization=True)
-  from llama_jax.core import allocator  # configured when this child imported llama_jax
   conn.send({"ok": True, "params": sum(p.numel() for p in model.parameters()),
              "allocator": allocator.describe()})
 
@@ -91,38 +90,15 @@ def _worker(conn, hf_config: dict, threads: int, save_dir: str):
       conn.send({"ok": False, "error": f"{type(e).__name__}: {e}"})
 
 
-class TorchInference:
+class TorchInference(child.Child):
   """A child process holding a random HF model of `model_cfg`'s shape, saved to `save_dir`."""
 
   def __init__(self, model_cfg, save_dir: str, threads: int | None = None,
                malloc: str | None = None):
-    hf = model_cfg.to_hf()
-    keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-            "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
-            "rms_norm_eps", "tie_word_embeddings", "rope_parameters", "rope_theta",
-            "rope_scaling", "attention_bias", "mlp_bias")
-    hf = {k: v for k, v in hf.items() if k in keep}
+    hf = child.hf_config(model_cfg)
     self.threads = threads or len(os.sched_getaffinity(0))
-    ctx = multiprocessing.get_context("spawn")
-    self._conn, child = ctx.Pipe()
-    self._proc = ctx.Process(target=_worker, args=(child, hf, self.threads, str(save_dir)),
-                             daemon=True)
-    with allocator.for_children(malloc):
-      self._proc.start()
-    reply = self._reply()
-    self.num_params, self.allocator = reply["params"], reply["allocator"]
-
-  def _reply(self):
-    if not self._conn.poll(3600):
-      raise RuntimeError("the HF/torch benchmark process did not answer within an hour")
-    msg = self._conn.recv()
-    if not msg.get("ok"):
-      raise RuntimeError(f"HF/torch benchmark process failed: {msg.get('error')}")
-    return msg
-
-  def _call(self, cmd, arg=None):
-    self._conn.send((cmd, arg))
-    return self._reply()
+    super().__init__(_worker, (hf, self.threads, str(save_dir)), malloc)
+    self.num_params, self.allocator = self.ready["params"], self.ready["allocator"]
 
   def score(self, batches: list[dict]) -> dict:
     """One pass over window batches: {'seconds', 'sums', 'counts'} (per window row)."""
@@ -136,12 +112,3 @@ class TorchInference:
     """Greedy generation of exactly `new` tokens: {'seconds', 'tokens' int[B, new]}."""
     return self._call("generate", {"prompts": prompts, "new": new, "cache": cache})
 
-  def close(self) -> None:
-    if self._proc.is_alive():
-      try:
-        self._call("close")
-      except (RuntimeError, OSError, EOFError):
-        pass
-      self._proc.join(timeout=30)
-      if self._proc.is_alive():
-        self._proc.kill()

@@ -15,12 +15,11 @@ parameters only, as peft training does.
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import resource
 import time
 
-from llama_jax.core import allocator
+from llama_jax.perf import child
 
 
 def _rss_bytes() -> int:
@@ -114,43 +113,19 @@ def _worker(conn, hf_config: dict, optim: dict, threads: int, device: str, peft:
       conn.send({"ok": False, "error": f"{type(e).__name__}: {e}"})
 
 
-class TorchStep:
+class TorchStep(child.Child):
   """A child process holding the HF model and its optimizer for one batch shape."""
 
   def __init__(self, model_cfg, optim_cfg, threads: int | None = None, device: str = "cpu",
                adapter=None, malloc: str | None = None):
-    hf = model_cfg.to_hf()
-    keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-            "num_attention_heads", "num_key_value_heads", "head_dim", "max_position_embeddings",
-            "rms_norm_eps", "tie_word_embeddings", "rope_parameters", "rope_theta",
-            "rope_scaling", "attention_bias", "mlp_bias")
-    hf = {k: v for k, v in hf.items() if k in keep}
+    hf = child.hf_config(model_cfg)
     optim = {"lr": float(optim_cfg.peak_lr), "betas": (float(optim_cfg.b1), float(optim_cfg.b2)),
              "eps": float(optim_cfg.eps), "weight_decay": float(optim_cfg.weight_decay),
              "clip_norm": float(optim_cfg.clip_norm)}
     self.threads = threads or len(os.sched_getaffinity(0))
-    ctx = multiprocessing.get_context("spawn")
-    self._conn, child = ctx.Pipe()
-    self._proc = ctx.Process(
-        target=_worker, args=(child, hf, optim, self.threads, device, peft_config(adapter)),
-        daemon=True)
-    with allocator.for_children(malloc):
-      self._proc.start()
-    ready = self._reply()
-    self.num_params, self.num_trainable = ready["params"], ready["trainable"]
-    self.allocator = ready["allocator"]
-
-  def _reply(self):
-    if not self._conn.poll(3600):
-      raise RuntimeError("the HF/torch benchmark process did not answer within an hour")
-    msg = self._conn.recv()
-    if not msg.get("ok"):
-      raise RuntimeError(f"HF/torch benchmark process failed: {msg.get('error')}")
-    return msg
-
-  def _call(self, cmd, arg=None):
-    self._conn.send((cmd, arg))
-    return self._reply()
+    super().__init__(_worker, (hf, optim, self.threads, device, peft_config(adapter)), malloc)
+    self.num_params, self.num_trainable = self.ready["params"], self.ready["trainable"]
+    self.allocator = self.ready["allocator"]
 
   def set_batch(self, batch: dict) -> None:
     self._call("batch", batch)
@@ -163,12 +138,3 @@ class TorchStep:
   def memory(self) -> dict:
     return self._call("memory")
 
-  def close(self) -> None:
-    if self._proc.is_alive():
-      try:
-        self._call("close")
-      except (RuntimeError, OSError, EOFError):
-        pass
-      self._proc.join(timeout=30)
-      if self._proc.is_alive():
-        self._proc.kill()

@@ -81,8 +81,16 @@ def test_recipe_validates_on_its_own_hardware(name):
   assert params == tc.spec.num_params() >= base
   assert state_bytes < 30e9, f"{name}: {state_bytes / 1e9:.1f} GB of state per device"
   if tc.mesh_shape["fsdp"] > 1:  # really sharded: about total / fsdp per device
-    total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
-    assert state_bytes < 1.05 * total / tc.mesh_shape["fsdp"]
+    # Known limit: adapter matrices without an embed axis (LoRA's B, a bottleneck's up
+    # projection onto the MLP) and their optimizer moments are replicated over fsdp (mapping the
+    # rank axis to fsdp made a DoRA run diverge; not yet understood): with an adapter, the frozen
+    # base is what must be sharded.
+    tree, axes = abstract, shardings
+    if tc.spec.saved is not None:
+      tree, axes = tc.spec.base_params(abstract.params), tc.spec.base_params(shardings.params)
+    sharded = sum(jax.tree.leaves(jax.tree.map(per_device, tree, axes)))
+    total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+    assert sharded < 1.05 * total / tc.mesh_shape["fsdp"]
 
 
 # Paper numbers: (preset, peak lr, training tokens, context, Adam eps).
