@@ -160,14 +160,21 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, src_format: str,
   else:
     cfg, params = read(src_format, src, dtype, max_position_embeddings)
   cfg = _with_rope(cfg, rope)
+  return cfg, _write(dst, dst_format, cfg, params, dtype=dtype, overwrite=overwrite,
+                     max_shard_bytes=max_shard_bytes, tokenizer=tokenizer)
+
+
+def _write(dst: Path, dst_format: str, cfg: ModelConfig, params, *, dtype, overwrite,
+           max_shard_bytes, tokenizer) -> list[Path]:
+  """Writes a model as a converted checkpoint or an HF directory; the top-level paths written."""
   if dst_format == "llama_jax":
     save_converted(dst, cfg, params, overwrite=overwrite, tokenizer=tokenizer)
-    return cfg, [dst / converted.MODEL_CONFIG_FILE, dst / converted.PARAMS_DIR] + (
+    return [dst / converted.MODEL_CONFIG_FILE, dst / converted.PARAMS_DIR] + (
         [dst / converted.TOKENIZER_FILE] if tokenizer is not None else [])
   from llama_jax.interop import hf as hf_format
   kwargs = {} if max_shard_bytes is None else {"max_shard_bytes": max_shard_bytes}
-  return cfg, hf_format.write_hf(dst, cfg, params, dtype=dtype, overwrite=overwrite,
-                                 tokenizer=tokenizer, **kwargs)
+  return hf_format.write_hf(dst, cfg, params, dtype=dtype, overwrite=overwrite,
+                            tokenizer=tokenizer, **kwargs)
 
 
 def _source_config(src: Path, src_format: str) -> ModelConfig | None:
@@ -219,14 +226,8 @@ def _convert_adapter_run(spec, src: Path, dst: Path, dst_format: str, *, dtype, 
   if dtype is not None:
     cfg = cfg.replace(param_dtype=dtype, dtype=dtype)
   params = jax.tree.map(lambda x: x.astype(converted.np_dtype(cfg.param_dtype)), params)
-  if dst_format == "llama_jax":
-    save_converted(dst, cfg, params, overwrite=overwrite, tokenizer=tokenizer)
-    return cfg, [dst / converted.MODEL_CONFIG_FILE, dst / converted.PARAMS_DIR] + (
-        [dst / converted.TOKENIZER_FILE] if tokenizer is not None else [])
-  from llama_jax.interop import hf as hf_format
-  kwargs = {} if max_shard_bytes is None else {"max_shard_bytes": max_shard_bytes}
-  return cfg, hf_format.write_hf(dst, cfg, params, dtype=dtype, overwrite=overwrite,
-                                 tokenizer=tokenizer, **kwargs)
+  return cfg, _write(dst, dst_format, cfg, params, dtype=dtype, overwrite=overwrite,
+                     max_shard_bytes=max_shard_bytes, tokenizer=tokenizer)
 
 
 def load_hf(path: str | os.PathLike, dtype: str | None = None,
