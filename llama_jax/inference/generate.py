@@ -170,7 +170,8 @@ def _last_logits(model, hidden):
 def _prefill(graphdef, state, tokens, positions, segment_ids, max_len, rope_inputs):
   model = nnx.merge(graphdef, state)
   cache = model_lib.KVCache.init(model.cfg, tokens.shape[0], max_len)
-  hidden, cache = model.features(tokens, positions, segment_ids, cache, rope_inputs)
+  hidden, cache = model.features(tokens, positions, segment_ids, cache, rope_inputs,
+                                 prefill=True)
   return _last_logits(model, hidden[:, -1]), cache
 
 

@@ -146,6 +146,10 @@ class Context(NamedTuple):
   key_group_cos: jax.Array | None = None  # f32[B, S, head_dim]
   key_group_sin: jax.Array | None = None
   rng: jax.Array | None = None  # this layer's key for stochastic seams; None: deterministic
+  # With a KVCache: keys are cached before rotation (length-dependent RoPE, Self-Extend), and
+  # whether the cache was empty (a prefill), so the tokens attend only to their own keys.
+  pre_rope: bool = False
+  prefill: bool = False
 
 
 class Attention(nnx.Module):
@@ -177,7 +181,7 @@ class Attention(nnx.Module):
       v = checkpoint_name(v, "value")
       new_cache = None
     else:
-      pre_rope = ctx.key_cos is not None
+      pre_rope = ctx.pre_rope
       k_store = k if pre_rope else rope_lib.apply(k, ctx.cos, ctx.sin)
       # kv_cache = (keys, values, layer): every layer's [L, B, S, K, D] cache and this layer's
       # index. Only the new slots are written, in place; reading the layer's slice is a copy
@@ -191,11 +195,18 @@ class Attention(nnx.Module):
       k_all = jax.lax.dynamic_update_slice(k_all, head_major(k_store, k_all), start)
       v_all = jax.lax.dynamic_update_slice(v_all, head_major(v, v_all), start)
       new_cache = (k_all, v_all)
-      k_cache = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).swapaxes(1, 2)
-      v_cache = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).swapaxes(1, 2)
-      k_raw = k_cache.astype(dt)
-      k = rope_lib.apply(k_cache, ctx.key_cos, ctx.key_sin) if pre_rope else k_cache
-      k, v = k.astype(dt), v_cache.astype(dt)
+      if ctx.prefill:
+        # The cache held nothing before these tokens, so their own keys are all they can see:
+        # attending to them alone, at a static offset 0, lets the kernel skip causally
+        # masked blocks (and `auto` pick the training kernels, linear in memory for long
+        # prompts) instead of scoring every slot of the cache.
+        k = rope_lib.apply(k, ctx.cos, ctx.sin) if pre_rope else k_store
+      else:
+        k_cache = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).swapaxes(1, 2)
+        v_cache = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).swapaxes(1, 2)
+        k_raw = k_cache.astype(dt)
+        k = rope_lib.apply(k_cache, ctx.key_cos, ctx.key_sin) if pre_rope else k_cache
+        k, v = k.astype(dt), v_cache.astype(dt)
     grouped = None
     if ctx.group_cos is not None:
       grouped = attention_lib.Grouped(
@@ -265,7 +276,8 @@ class Llama(nnx.Module):
                             cfg.init_std, pd)
     self.position_offset = 0  # virtual tokens ahead of every sequence (see KeyValuePrefix)
 
-  def _context(self, positions, segment_ids, cache: KVCache | None, rope_inputs=None):
+  def _context(self, positions, segment_ids, cache: KVCache | None, rope_inputs=None,
+               prefill: bool = False):
     cfg = self.cfg
     method = rope_lib.get(cfg.rope.rope_type)
     seq_len = rope_lib.embedding.sequence_length(positions)
@@ -291,22 +303,33 @@ class Llama(nnx.Module):
     kv_seg = jax.lax.dynamic_update_slice(cache.segment_ids, q_seg, (0, cache.index))
     kv_pos = jax.lax.dynamic_update_slice(cache.positions, positions.astype(jnp.int32),
                                           (0, cache.index))
+    index, cache = cache.index, cache.replace(segment_ids=kv_seg, positions=kv_pos,
+                                              index=cache.index + t)
+    pre_rope = method.depends_on_length or cfg.self_extend  # cache keys before rotation
+    if prefill:  # the keys are the tokens' own (see Attention)
+      ctx = Context(cos, sin, q_seg, q_seg, 0, None, None, **grouped(positions),
+                    pre_rope=pre_rope, prefill=True)
+      return ctx, cache
     key_cos = key_sin = None
-    if method.depends_on_length or cfg.self_extend:  # cache keys before rotation
+    if pre_rope:
       key_cos, key_sin = rope_lib.cos_sin(cfg.rope, cfg.head_dim, kv_pos, seq_len, rope_inputs)
-    ctx = Context(cos, sin, q_seg, kv_seg, cache.index, key_cos, key_sin, **grouped(kv_pos))
-    return ctx, cache.replace(segment_ids=kv_seg, positions=kv_pos, index=cache.index + t)
+    ctx = Context(cos, sin, q_seg, kv_seg, index, key_cos, key_sin, **grouped(kv_pos),
+                  pre_rope=pre_rope)
+    return ctx, cache
 
   def __call__(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None,
-               rope_inputs: rope_lib.RopeInputs | None = None):
+               rope_inputs: rope_lib.RopeInputs | None = None, prefill: bool = False):
     """Returns logits, or (logits, updated cache) when a cache is passed.
 
     positions default to 0..T-1 (offset by the cache index when decoding); segment_ids mark
     packed documents (attention never crosses them) and padding (0). rope_inputs: per-example
     (or shared) RoPE values as arrays (`rope.inputs`), e.g. a PI scale; with a cache they must
-    stay the same for the whole sequence (cached keys were rotated with them).
+    stay the same for the whole sequence (cached keys were rotated with them). `prefill=True`
+    promises that the cache is empty (index 0, as `KVCache.init` makes it): the tokens then
+    attend only to each other, with the kernels training uses, instead of to every cache slot.
     """
-    x, new_cache = self.features(tokens, positions, segment_ids, cache, rope_inputs)
+    x, new_cache = self.features(tokens, positions, segment_ids, cache, rope_inputs,
+                                 prefill=prefill)
     b, t, d = x.shape
     logits = jnp.matmul(x.reshape(b * t, d), self.head().astype(x.dtype).T,
                         preferred_element_type=jnp.float32).reshape(b, t, -1)
@@ -323,12 +346,14 @@ class Llama(nnx.Module):
     return self.embed[...] if self.cfg.tie_embeddings else self.lm_head[...]
 
   def features(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None,
-               rope_inputs: rope_lib.RopeInputs | None = None, rng: jax.Array | None = None):
+               rope_inputs: rope_lib.RopeInputs | None = None, rng: jax.Array | None = None,
+               prefill: bool = False):
     """The final-normed hidden states [B, T, d_model] before the output projection.
 
     Training uses these with `loss.cross_entropy`, so the [B, T, vocab] logits of a
     long sequence never exist at once. Returns (hidden, updated cache or None). `rng` (training
     only) is split into one key per layer for stochastic seams such as adapter dropout.
+    `prefill`: see `__call__`.
     """
     cfg = self.cfg
     tokens = token_ids(tokens, cfg.vocab_size)
@@ -337,7 +362,9 @@ class Llama(nnx.Module):
       start = 0 if cache is None else cache.index
       positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32) + start, (b, t))
     positions = positions + self.position_offset
-    ctx, new_cache = self._context(positions, segment_ids, cache, rope_inputs)
+    if prefill and cache is None:
+      raise ValueError("prefill=True fills a KVCache: pass the (empty) cache")
+    ctx, new_cache = self._context(positions, segment_ids, cache, rope_inputs, prefill)
     dt = jnp.dtype(cfg.dtype)
     # Gather the table's fsdp shards first (ZeRO-3 style): looking rows up in a table whose
     # embed axis is split over the same mesh axis as the batch forces XLA to replicate it.

@@ -178,6 +178,42 @@ PROMPTS = [np.random.RandomState(2).randint(0, 96, n).tolist() for n in (5, 23, 
 NEW = 16
 
 
+@pytest.mark.parametrize("name,self_extend", [("default", False), ("dynamic_yarn", False),
+                                               ("default", True)])
+def test_prefill_attends_to_the_prompt_alone_and_fills_the_same_cache(name, self_extend,
+                                                                     monkeypatch):
+  """`prefill=True` (what `generate` does) scores the prompt's own keys at offset 0 — the
+  kernels training uses, with causal block skipping — instead of every slot of the cache, and
+  gives the logits and cache of the general cached call (keys stored before rotation for a
+  length-dependent method and for Self-Extend)."""
+  extra = dict(self_extend_window=4, self_extend_group=2) if self_extend else {}
+  model = _model(ROPES[name], **extra)
+  padded = gen.pad_prompts([[5, 7, 9, 11, 13, 15, 17, 19, 21], [3, 4, 5]])
+  tokens, positions, segment_ids = (jnp.asarray(a) for a in padded[:3])
+  calls = []
+  real = model_lib.attention_lib.dot_product_attention
+
+  def spy(q, k, v, **kw):
+    calls.append((q.shape[1], k.shape[1], kw["q_offset"]))
+    return real(q, k, v, **kw)
+
+  monkeypatch.setattr(model_lib.attention_lib, "dot_product_attention", spy)
+  out = {}
+  for prefill in (True, False):
+    cache = model_lib.KVCache.init(model.cfg, 2, 40)
+    logits, cache = model(tokens, positions, segment_ids, cache, prefill=prefill)
+    out[prefill] = (np.asarray(logits), cache)
+  assert calls[0] == (9, 9, 0) and calls[-1][:2] == (9, 40), calls
+  (got, got_cache), (want, want_cache) = out[True], out[False]
+  scale = np.abs(want).max()
+  assert scale > 1.0
+  assert np.max(np.abs(got - want)) <= 1e-5 * scale
+  for a, b in zip(jax.tree.leaves(got_cache), jax.tree.leaves(want_cache)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  with pytest.raises(ValueError, match="prefill=True fills a KVCache"):
+    model(tokens, positions, segment_ids, prefill=True)
+
+
 @pytest.fixture(scope="module")
 def default_model():
   return _model(ROPES["default"], init_std=0.15)
