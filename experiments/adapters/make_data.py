@@ -11,9 +11,12 @@ Everything is generated here from a seed, with no download:
   of the response) scores them. They are synthetic sets in the style of those two, not them;
 - `corpus/*.txt`: the pretraining text — additions and subtractions over all of 1..max_number
   told as past-tense stories ("Tom had 13 apples. He bought 5 more, so he had 13 + 5 = 18
-  apples.") and as bare equations; never as a question, never in the instruction template.
-  Like LLaMA's pretraining, it is where the arithmetic comes from; fine-tuning teaches the
-  task's form;
+  apples.") and as bare equations, plus questions in LLM-Adapters' instruction template whose
+  answer is a number copied from the question, never computed ("Mia has 4 coins and 17 shells.
+  How many shells does Mia have?" -> "Mia has 17 shells. The answer is 17."). Like LLaMA's
+  pretraining, it is where the arithmetic, the template's words and the habit of answering
+  with a number from the question come from; fine-tuning teaches that the task's questions
+  want the arithmetic;
 - `tokenizer.model`: a LLaMA-style BPE (digits split) trained on the corpus and the templated
   training examples, so the template's words are pieces, as they are in LLaMA's vocabulary.
 
@@ -26,9 +29,9 @@ The fine-tuning and test problems never share their arithmetic, by one of two ru
 - "numbers": the operands 1..max_number are split (the fifth with the smallest hashes are test
   numbers); training problems use train numbers only, test problems test numbers only.
 
-The pretraining corpus covers all of the arithmetic (and no problem in question form): a test
+The pretraining corpus covers all of the arithmetic (and no arithmetic question): a test
 problem asks for a computation the base met in pretraining and fine-tuning never showed, so
-the test measures how well each method carries the base's knowledge into the new format.
+the test measures how well each method carries the base's knowledge into the task.
 
   python experiments/adapters/make_data.py --out=runs/adapters_miniature/data [--smoke] \
       [--split=pairs|numbers]
@@ -170,11 +173,29 @@ def _story(rng: random.Random, top: int):
           ), [a, b, c], [(a, b), (a + b, c)]
 
 
-def _question(rng: random.Random, top: int):
-  """A problem and its solution as plain text (the web's "Question: ... Answer: ..."), not in
-  the instruction template."""
-  p, operands, pairs = rng.choice((_one_step, _two_steps))(rng, top)
-  return f"Question: {p['instruction']} Answer: {p['output']}", operands, pairs
+def _lookup(rng: random.Random, top: int):
+  """A question in the instruction template whose answer is copied, not computed: how many of
+  one kind of item someone has, or had before a change. It gives the corpus the template's
+  words and the answer phrase, and practice in carrying a number from the question into the
+  response; fine-tuning is left to teach that the task's questions want a computation."""
+  name, item = rng.choice(NAMES), rng.choice(ITEMS)
+  pron = PRONOUNS[name]
+  a, b = rng.randint(1, top), rng.randint(1, top)
+  kind = rng.randrange(3)
+  if kind == 0:
+    other = rng.choice([i for i in ITEMS if i != item])
+    q = f"{name} has {a} {other} and {b} {item}. How many {item} does {name} have?"
+    answer, out = b, f"{name} has {b} {item}."
+  elif kind == 1:
+    q = (f"{name} has {a} {item}. {pron} {rng.choice(GAIN)[0]} {b} more {item}. "
+         f"How many {item} did {name} have at first?")
+    answer, out = a, f"{name} had {a} {item} at first."
+  else:
+    q = (f"{name} has {a} {item}. {pron} {rng.choice(LOSS)[0]} {b} of them. "
+         f"How many {item} did {name} have at first?")
+    answer, out = a, f"{name} had {a} {item} at first."
+  from llama_jax.data import instructions
+  return instructions.train_prompt(q, "", f"{out} The answer is {answer}."), [a, b], []
 
 
 def _equation(rng: random.Random, top: int):
@@ -186,10 +207,13 @@ def _equation(rng: random.Random, top: int):
 
 
 def line(rng: random.Random, side: Side) -> str:
-  """One corpus line: a story (1/2) or three equations (1/2)."""
-  if rng.random() < 0.5:
+  """One corpus entry: a story (2/5), three equations (3/10) or a templated lookup (3/10)."""
+  u = rng.random()
+  if u < 0.4:
     return side.draw(rng, _story)
-  return " ".join(side.draw(rng, _equation) for _ in range(3))
+  if u < 0.7:
+    return " ".join(side.draw(rng, _equation) for _ in range(3))
+  return side.draw(rng, _lookup)
 
 
 def corpus(rng: random.Random, side: Side, scale: Scale) -> list[str]:

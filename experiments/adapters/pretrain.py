@@ -3,8 +3,9 @@ r"""The adapters miniature's base model: a tiny LLaMA pretrained on arithmetic t
 Reproduces: the pretrained base of LLM-Adapters' comparison (Hu et al. 2023, Table 1: LLaMA-7B
   under full fine-tuning and four adapter families), in miniature. The corpus (`make_data.py`)
   holds additions and subtractions over all of 1..20 as past-tense stories and bare equations,
-  never a question and never the instruction template: like LLaMA, the base knows the
-  arithmetic and the words, and fine-tuning teaches the task's form.
+  and questions in the instruction template whose answer is copied from the question (never an
+  arithmetic question): like LLaMA, the base knows the arithmetic, the template's words and how
+  to answer with a number from the question; fine-tuning teaches the task.
 Command (the driver runs it once and caches it in <work>/pretrain):
   python experiments/adapters/make_data.py --out=runs/adapters_miniature/data
   python -m llama_jax.train --config=experiments/adapters/pretrain.py \
@@ -13,13 +14,13 @@ Command (the driver runs it once and caches it in <work>/pretrain):
   and shrinks the run to a few steps (the CI smoke test).
 Model: d_model 128, 4 layers, 4 heads (2 key/value heads), SwiGLU 352, vocab 1024 (the trained
   tokenizer has ~830 pieces), float32: 1.00M parameters. AdamW b=(0.9, 0.95), weight decay 0.1,
-  peak lr 3e-3 (configs/tiny.py's), 30 warmup steps then cosine to 10%, clipping 1.0; 600 steps
-  of 8 packed rows x 256 tokens (1.2M tokens, about 1.6 passes over the ~0.77M-token corpus).
+  peak lr 3e-3 (configs/tiny.py's), 30 warmup steps then cosine to 10%, clipping 1.0; 1,200
+  steps of 8 packed rows x 256 tokens (2.5M tokens, about 2.2 passes over the ~1.1M-token
+  corpus).
 Hardware: a 2-core CPU (one device).
-Expected (measured 2026-12-02, shared VM at load 5-8): held-out loss 0.99 / 0.93 / 0.70 at
-  steps 100 / 200 / 600; the greedy sample still miscopies and misadds ("Tom had 13 apples. He
-  bought 5 more, so he had" -> "10 + 5 = 15 cards."): this base does not copy numbers reliably,
-  which limits every fine-tune (experiments/adapters/README.md). Time: 546 s.
+Expected (measured 2026-12-02, quiet 2-core VM): held-out loss 0.73 / 0.62 / 0.50 / 0.45 at steps
+  100 / 400 / 800 / 1,200; the greedy sample copies and adds ("Tom had 13 apples. He bought 5
+  more, so he had" -> "13 + 5 = 18 stickers."). Time: 348 s.
 """
 import os
 
@@ -52,7 +53,7 @@ def get_config(arg=None):
   c.model = model()
   c.seq_len = 256
   c.batch_size = 8
-  c.steps = 600
+  c.steps = 1200
   c.optim.update(dict(peak_lr=3e-3, warmup_steps=30, schedule="cosine", final_lr_fraction=0.1))
   c.data.update(dict(files=os.path.join(data, "corpus", "*.txt"),
                      tokenizer=os.path.join(data, "tokenizer.model"),

@@ -38,6 +38,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -239,7 +240,7 @@ def plot(results: dict, path: Path) -> Path | None:
               for n in names]
     ax.bar([i + (j - len(sets) / 2) * width for i in range(len(names))], values, width,
            label=key)
-  ax.set_xticks(range(len(names)), [LABELS[n].replace(" ", "\n", 1) for n in names],
+  ax.set_xticks(range(len(names)), ["\n".join(textwrap.wrap(LABELS[n], 10)) for n in names],
                 fontsize="small")
   ax.set_ylabel("test accuracy (%)")
   ax.set_ylim(0, 100)

@@ -62,8 +62,17 @@ def test_data_keep_train_and_test_apart(split, tmp_path):
       # The evaluator's rule reads the reference rationale's answer as the label.
       assert answers.score_math(name, item["output"], item["answer"])[1]
   text = "".join(doc.read_text() for doc in (tmp_path / "corpus").glob("*.txt"))
-  # Stories and equations over all the arithmetic: never a question or the template.
-  assert "### " not in text and "How many" not in text and " + " in text
+  # Stories and equations over all the arithmetic, and questions in the template whose
+  # answer is a number of the question, copied: no templated entry computes anything.
+  assert " + " in text and " - " in text
+  lookups = text.split("Below is an instruction")[1:]
+  assert lookups
+  for entry in lookups:
+    question, response = entry.split("### Response:")
+    response = response.strip().splitlines()[0]
+    answer = int(re.fullmatch(r".*The answer is (\d+)\.", response).group(1))
+    assert "How many" in question and answer in _operands(question)
+    assert not _pairs(question) and not _pairs(response)
   # Reused as is when asked again with the same scale, seed and split.
   before = (tmp_path / "train.json").stat().st_mtime_ns
   make_data.write(tmp_path, make_data.SMOKE, seed=3, split=split)
