@@ -20,18 +20,19 @@ MODES = ("train", "eval", "generate")
 USAGE = """\
 python -m llama_jax.bench --config=configs/bench_34m.py --out=DIR [options]
 
-Measures train-step time, tokens/s, TFLOP/s, MFU, compile time and peak memory of llama_jax's
-attention kernels over a sweep of sequence lengths, against HF transformers + torch running the
-same shapes (steps interleaved, so machine load hits every implementation alike). Writes
-bench.json, bench.md and bench.png to --out.
+Measures llama_jax against HF transformers + torch on the same model and inputs, the two sides
+interleaved so machine load hits both alike. --mode=train (default): train-step time, tokens/s,
+TFLOP/s, MFU, compile time and peak memory of llama_jax's attention kernels over a sweep of
+sequence lengths (bench.json, bench.md, bench.png); --mode=eval: sliding-window perplexity
+scoring (eval.*); --mode=generate: greedy prefill + decode (generate.*). All go to --out.
 
   python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench
   python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench \\
       --seq_lens=4096,8192 --impls=xla,chunked --time=false   # compile and memory only
-  python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench --mode=eval \
-      --seq_lens=256,512,1024,2048   # sliding-window perplexity scoring: eval.json/md/png
-  python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench --mode=generate
-      # greedy prefill + decode, batch 1 and 8: generate.json/md/png"""
+  python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench --mode=eval \\
+      --seq_lens=256,512,1024,2048   # sliding-window perplexity scoring
+  python -m llama_jax.bench --config=configs/bench_34m.py --out=/tmp/bench --mode=generate \\
+      --gen_batches=1,8   # greedy decoding: a 512-token prompt, 128 new tokens"""
 
 
 def define_flags(flag_values=None):
