@@ -67,17 +67,21 @@ class _State(NamedTuple):
   done: jax.Array  # bool[B]
 
 
+def _rows(cache, fn):
+  """`fn(array, batch_axis)` applied to every array of the cache (stacked or per layer)."""
+  kv_axis = 0 if isinstance(cache.k, tuple) else 1
+  kv = lambda a: jax.tree.map(lambda x: fn(x, kv_axis), a)
+  return cache.replace(k=kv(cache.k), v=kv(cache.v), segment_ids=fn(cache.segment_ids, 0),
+                       positions=fn(cache.positions, 0))
+
+
 def _reorder(cache, rows):
   """The cache rows `rows` (beam b*K + k follows the row it extends)."""
-  return cache.replace(k=jnp.take(cache.k, rows, axis=1), v=jnp.take(cache.v, rows, axis=1),
-                       segment_ids=jnp.take(cache.segment_ids, rows, axis=0),
-                       positions=jnp.take(cache.positions, rows, axis=0))
+  return _rows(cache, lambda a, axis: jnp.take(a, rows, axis=axis))
 
 
 def _repeat(cache, k: int):
-  return cache.replace(k=jnp.repeat(cache.k, k, axis=1), v=jnp.repeat(cache.v, k, axis=1),
-                       segment_ids=jnp.repeat(cache.segment_ids, k, axis=0),
-                       positions=jnp.repeat(cache.positions, k, axis=0))
+  return _rows(cache, lambda a, axis: jnp.repeat(a, k, axis=axis))
 
 
 def _take(x, idx):
@@ -138,7 +142,8 @@ def _select(i, logits, s: _State, prompt_len, eos_id, length_penalty, k: int, n:
 def _search(graphdef, state, logits, cache, lengths, eos_id, length_penalty, k, n, convention):
   model = nnx.merge(graphdef, state)
   b = logits.shape[0]
-  cache = _repeat(cache, k)
+  # Per-layer weights and cache, sliced out of their stacks once (see generate._decode).
+  layers, cache = model.layer_states(), _repeat(cache, k).per_layer()
   row_lengths = jnp.repeat(lengths, k)
   prompt_len = lengths.astype(jnp.float32)
   start = jnp.where(jnp.arange(k) == 0, 0.0, _NEG).astype(jnp.float32)
@@ -157,7 +162,8 @@ def _search(graphdef, state, logits, cache, lengths, eos_id, length_penalty, k, 
     i, cache, feed, rows, s = carry
     cache = _reorder(cache, rows)
     # The token chosen at step i-1 sits at position prompt length + i - 1 of its row.
-    logits, cache = generate_lib.step_logits(model, feed, row_lengths + i - 1, cache)
+    logits, cache = generate_lib.step_logits(model, feed, row_lengths + i - 1, cache,
+                                             layers=layers)
     s, feed, rows = select(i, logits, s)
     return i + 1, cache, feed, rows, s
 

@@ -175,10 +175,12 @@ def _prefill(graphdef, state, tokens, positions, segment_ids, max_len, rope_inpu
   return _last_logits(model, hidden[:, -1]), cache
 
 
-def step_logits(model, tokens, positions, cache, rope_inputs=None):
+def step_logits(model, tokens, positions, cache, rope_inputs=None, layers=None):
   """One token per row (int[B] at int[B] positions) through the model (inside a jitted
-  function): (float32 logits [B, V], updated cache). Greedy/sampled and beam decoding use it."""
-  hidden, cache = model.features(tokens[:, None], positions[:, None], None, cache, rope_inputs)
+  function): (float32 logits [B, V], updated cache). Greedy/sampled and beam decoding use it.
+  `layers`: `model.layer_states()`, computed outside a decode loop (see `Llama.features`)."""
+  hidden, cache = model.features(tokens[:, None], positions[:, None], None, cache, rope_inputs,
+                                 layers=layers)
   return _last_logits(model, hidden[:, 0]), cache
 
 
@@ -195,6 +197,9 @@ def _decode(graphdef, state, logits, cache, lengths, key, eos_id, temperature, t
   eos_id is traced (-1 = none: no token equals it), so changing it does not recompile.
   """
   model = nnx.merge(graphdef, state)
+  # Sliced out of their stacks once, here: inside the loop every token would copy each layer's
+  # weights and cache out of the stack again (XLA:CPU materialises the slices matmuls read).
+  layers, cache = model.layer_states(), cache.per_layer()
   b = logits.shape[0]
   first = _sample(logits, jax.random.fold_in(key, 0), mode, temperature, top_p)
   out = jnp.zeros((b, max_new_tokens), jnp.int32).at[:, 0].set(first)
@@ -206,7 +211,7 @@ def _decode(graphdef, state, logits, cache, lengths, key, eos_id, temperature, t
   def body(carry):
     i, cache, last, done, out = carry
     # The token emitted at step i-1 sits at position length + i - 1 of its row.
-    logits, cache = step_logits(model, last, lengths + i - 1, cache, rope_inputs)
+    logits, cache = step_logits(model, last, lengths + i - 1, cache, rope_inputs, layers)
     new = _sample(logits, jax.random.fold_in(key, i), mode, temperature, top_p)
     new = jnp.where(done, 0, new)
     out = jax.lax.dynamic_update_slice(out, new[:, None], (0, i))

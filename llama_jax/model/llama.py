@@ -189,9 +189,12 @@ class Attention(nnx.Module):
       # stacking it back made every decoded token copy the whole cache two or three times.)
       # The cache is head-major ([L, B, K, S, D], as the attention matmuls read it), so the
       # kernel's [B, S, K, D] view below is a transpose XLA folds into them, not a copy.
+      # `layer` None: k_all/v_all are this layer's own [B, K, S, D] arrays (the per-layer form
+      # of `KVCache.per_layer`), read and written with no slice of a stack copied out.
       k_all, v_all, layer = kv_cache
-      start = (layer, 0, 0, cache_index, 0)
-      head_major = lambda a, like: a.swapaxes(1, 2)[None].astype(like.dtype)
+      lead = () if layer is None else (layer,)
+      start = (*lead, 0, 0, cache_index, 0)
+      head_major = lambda a, like: a.swapaxes(1, 2)[(None,) * len(lead)].astype(like.dtype)
       k_all = jax.lax.dynamic_update_slice(k_all, head_major(k_store, k_all), start)
       v_all = jax.lax.dynamic_update_slice(v_all, head_major(v, v_all), start)
       new_cache = (k_all, v_all)
@@ -202,8 +205,9 @@ class Attention(nnx.Module):
         # prompts) instead of scoring every slot of the cache.
         k = rope_lib.apply(k, ctx.cos, ctx.sin) if pre_rope else k_store
       else:
-        k_cache = jax.lax.dynamic_index_in_dim(k_all, layer, 0, keepdims=False).swapaxes(1, 2)
-        v_cache = jax.lax.dynamic_index_in_dim(v_all, layer, 0, keepdims=False).swapaxes(1, 2)
+        layer_of = lambda a: a if layer is None else jax.lax.dynamic_index_in_dim(
+            a, layer, 0, keepdims=False)
+        k_cache, v_cache = layer_of(k_all).swapaxes(1, 2), layer_of(v_all).swapaxes(1, 2)
         k_raw = k_cache.astype(dt)
         k = rope_lib.apply(k_cache, ctx.key_cos, ctx.key_sin) if pre_rope else k_cache
         k, v = k.astype(dt), v_cache.astype(dt)
@@ -258,7 +262,18 @@ class KVCache:
 
   @property
   def max_len(self) -> int:
-    return self.k.shape[3]
+    return (self.k[0].shape[2] if isinstance(self.k, tuple) else self.k.shape[3])
+
+  def per_layer(self) -> KVCache:
+    """The same cache with keys and values as one [B, K, S, D] array per layer (tuples).
+
+    A decode loop converts once, before it starts: each layer then reads and writes its own
+    buffer, where the stacked form costs every decoded token a copy of each layer's slice
+    (XLA:CPU materialises the slice a matmul reads). `Llama` accepts either form.
+    """
+    if isinstance(self.k, tuple):
+      return self
+    return self.replace(k=tuple(self.k), v=tuple(self.v))
 
 
 class Llama(nnx.Module):
@@ -347,13 +362,14 @@ class Llama(nnx.Module):
 
   def features(self, tokens, positions=None, segment_ids=None, cache: KVCache | None = None,
                rope_inputs: rope_lib.RopeInputs | None = None, rng: jax.Array | None = None,
-               prefill: bool = False):
+               prefill: bool = False, layers: tuple | None = None):
     """The final-normed hidden states [B, T, d_model] before the output projection.
 
     Training uses these with `loss.cross_entropy`, so the [B, T, vocab] logits of a
     long sequence never exist at once. Returns (hidden, updated cache or None). `rng` (training
     only) is split into one key per layer for stochastic seams such as adapter dropout.
-    `prefill`: see `__call__`.
+    `prefill`: see `__call__`. `layers`: `layer_states()` computed once outside a decode loop,
+    so the loop does not slice (copy) every layer's weights out of the stack at each token.
     """
     cfg = self.cfg
     tokens = token_ids(tokens, cfg.vocab_size)
@@ -385,7 +401,7 @@ class Llama(nnx.Module):
 
     if cache is not None:  # the whole cache is carried through the layers, updated in place
       x, kv = self._cached_layers(x, graphdef, layer_state, (cache.k, cache.v), ctx,
-                                  cache_index)
+                                  cache_index, layers)
       return self.norm(x), new_cache.replace(k=kv[0], v=kv[1])
 
     layer = remat(layer, cfg.remat)
@@ -399,15 +415,38 @@ class Llama(nnx.Module):
         x, _ = layer(x, xs)
     return self.norm(x), new_cache
 
-  def _cached_layers(self, x, graphdef, layer_state, kv, ctx, cache_index):
-    """The layers with a KV cache: (x, (keys, values)) with each layer's new slots written."""
+  def layer_states(self) -> tuple:
+    """Each layer's parameters (and adapter parameters) as its own state, sliced out of the
+    stack once: what a decode loop passes as `features(layers=...)`."""
+    _, layer_state = nnx.split(self.layers)
+    return tuple(jax.tree.map(lambda a, i=i: a[i], layer_state) for i in range(self.cfg.n_layers))
+
+  def _cached_layers(self, x, graphdef, layer_state, kv, ctx, cache_index, layers=None):
+    """The layers with a KV cache: (x, (keys, values)) with each layer's new slots written.
+
+    A per-layer cache (`KVCache.per_layer`) or given per-layer states (`layer_states`) run the
+    layers unrolled, each on its own buffers; otherwise a stacked cache is carried whole."""
     rules = self.rules
+    keep = lambda x: constrain(x, ("act_batch", "act_length", "act_embed"), rules)
+    if isinstance(kv[0], tuple) or layers is not None:
+      states = layers or self.layer_states()
+      per_layer = isinstance(kv[0], tuple)
+      ks, vs = kv
+      ks, vs = (list(ks), list(vs)) if per_layer else (ks, vs)
+      for i in range(self.cfg.n_layers):
+        if per_layer:
+          x, (ks[i], vs[i]) = nnx.merge(graphdef, states[i])(x, ctx, (ks[i], vs[i], None),
+                                                              cache_index)
+        else:
+          x, (ks, vs) = nnx.merge(graphdef, states[i])(x, ctx, (ks, vs, i), cache_index)
+        x = keep(x)
+      return x, ((tuple(ks), tuple(vs)) if per_layer else (ks, vs))
 
     def layer(carry, xs):
       x, k_all, v_all = carry
       state, i = xs
       x, (k_all, v_all) = nnx.merge(graphdef, state)(x, ctx, (k_all, v_all, i), cache_index)
-      return (constrain(x, ("act_batch", "act_length", "act_embed"), rules), k_all, v_all), None
+      return (keep(x), k_all, v_all), None
 
     carry = (x, *kv)
     if self.cfg.scan_layers:

@@ -9,6 +9,7 @@ from flax import nnx
 
 from llama_jax import generate as gen
 from llama_jax import rope as rope_lib
+from llama_jax.inference import generate as generate_lib
 from llama_jax.interop import hf_layout as weights
 from llama_jax.model import llama as model_lib
 from llama_jax.model import spec as spec_lib
@@ -212,6 +213,31 @@ def test_prefill_attends_to_the_prompt_alone_and_fills_the_same_cache(name, self
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
   with pytest.raises(ValueError, match="prefill=True fills a KVCache"):
     model(tokens, positions, segment_ids, prefill=True)
+
+
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_a_per_layer_cache_and_presliced_layers_decode_as_the_stacked_cache(scan_layers):
+  """The decode loop's form — `KVCache.per_layer()` and `layer_states()` sliced once — gives the
+  logits and cache contents of the stacked cache, whatever the layer layout."""
+  model = _model(ROPES["dynamic_yarn"], n_layers=3, scan_layers=scan_layers)
+  padded = gen.pad_prompts([[5, 7, 9, 11, 13], [3, 4]])
+  logits, cache = gen.prefill(model, padded, max_len=12)
+  layers = model.layer_states()
+  assert len(layers) == 3
+  stacked, split = cache, cache.per_layer()
+  assert isinstance(split.k, tuple) and split.k[1].shape == cache.k.shape[1:]
+  assert split.max_len == stacked.max_len == 12
+  lengths = padded.lengths
+  for step in range(3):
+    tokens = jnp.asarray([17 + step, 30 + step], jnp.int32)
+    positions = jnp.asarray(lengths + step, jnp.int32)
+    want, stacked = generate_lib.step_logits(model, tokens, positions, stacked)
+    got, split = generate_lib.step_logits(model, tokens, positions, split, layers=layers)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  for i in range(3):
+    np.testing.assert_allclose(np.asarray(split.k[i]), np.asarray(stacked.k[i]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(split.v[i]), np.asarray(stacked.v[i]), atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(split.positions), np.asarray(stacked.positions))
 
 
 @pytest.fixture(scope="module")
