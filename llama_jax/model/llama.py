@@ -183,10 +183,11 @@ class Attention(nnx.Module):
     else:
       pre_rope = ctx.pre_rope
       k_store = k if pre_rope else rope_lib.apply(k, ctx.cos, ctx.sin)
-      # kv_cache = (keys, values, layer): every layer's [L, B, S, K, D] cache and this layer's
-      # index. Only the new slots are written, in place; reading the layer's slice is a copy
-      # XLA folds into the attention's own relayout. (Slicing the layer's cache out and
-      # stacking it back made every decoded token copy the whole cache two or three times.)
+      # kv_cache = (keys, values, layer): every layer's [L, B, K, S, D] cache and this layer's
+      # index. Only the new slots are written, in place. Reading the layer's slice of the stack
+      # is still a copy on XLA:CPU, which is why decode loops use the per-layer form below.
+      # (Slicing the layer's cache out and stacking it back made every decoded token copy the
+      # whole cache two or three times.)
       # The cache is head-major ([L, B, K, S, D], as the attention matmuls read it), so the
       # kernel's [B, S, K, D] view below is a transpose XLA folds into them, not a copy.
       # `layer` None: k_all/v_all are this layer's own [B, K, S, D] arrays (the per-layer form
@@ -246,8 +247,8 @@ class Block(nnx.Module):
 @flax.struct.dataclass
 class KVCache:
   """Preallocated keys/values for all layers, plus per-slot segment ids and positions."""
-  k: jax.Array  # [L, B, K, S, head_dim]: head-major, the layout attention reads
-  v: jax.Array
+  k: jax.Array  # [L, B, K, S, head_dim]: head-major, the layout attention reads; or a tuple of
+  v: jax.Array  # L arrays [B, K, S, head_dim] (`per_layer`, what decode loops use)
   segment_ids: jax.Array  # int32[B, S]; 0 = empty or padding
   positions: jax.Array  # int32[B, S]
   index: jax.Array  # int32[]: next slot to write
