@@ -425,23 +425,17 @@ class Llama(nnx.Module):
   def _cached_layers(self, x, graphdef, layer_state, kv, ctx, cache_index, layers=None):
     """The layers with a KV cache: (x, (keys, values)) with each layer's new slots written.
 
-    A per-layer cache (`KVCache.per_layer`) or given per-layer states (`layer_states`) run the
-    layers unrolled, each on its own buffers; otherwise a stacked cache is carried whole."""
+    A per-layer cache (`KVCache.per_layer`) runs the layers unrolled, each on its own buffers;
+    a stacked cache is carried whole, through a scan or (unrolled layers, or per-layer states
+    given) a Python loop."""
     rules = self.rules
     keep = lambda x: constrain(x, ("act_batch", "act_length", "act_embed"), rules)
-    if isinstance(kv[0], tuple) or layers is not None:
-      states = layers or self.layer_states()
-      per_layer = isinstance(kv[0], tuple)
-      ks, vs = kv
-      ks, vs = (list(ks), list(vs)) if per_layer else (ks, vs)
-      for i in range(self.cfg.n_layers):
-        if per_layer:
-          x, (ks[i], vs[i]) = nnx.merge(graphdef, states[i])(x, ctx, (ks[i], vs[i], None),
-                                                              cache_index)
-        else:
-          x, (ks, vs) = nnx.merge(graphdef, states[i])(x, ctx, (ks, vs, i), cache_index)
+    if isinstance(kv[0], tuple):
+      ks, vs = list(kv[0]), list(kv[1])
+      for i, state in enumerate(layers or self.layer_states()):
+        x, (ks[i], vs[i]) = nnx.merge(graphdef, state)(x, ctx, (ks[i], vs[i], None), cache_index)
         x = keep(x)
-      return x, ((tuple(ks), tuple(vs)) if per_layer else (ks, vs))
+      return x, (tuple(ks), tuple(vs))
 
     def layer(carry, xs):
       x, k_all, v_all = carry
@@ -450,11 +444,11 @@ class Llama(nnx.Module):
       return (keep(x), k_all, v_all), None
 
     carry = (x, *kv)
-    if self.cfg.scan_layers:
+    if self.cfg.scan_layers and layers is None:
       carry, _ = jax.lax.scan(layer, carry, (layer_state, jnp.arange(self.cfg.n_layers)))
     else:
-      for i in range(self.cfg.n_layers):
-        carry, _ = layer(carry, (jax.tree.map(lambda a, i=i: a[i], layer_state), i))
+      for i, state in enumerate(layers or self.layer_states()):
+        carry, _ = layer(carry, (state, i))
     return carry[0], carry[1:]
 
 
